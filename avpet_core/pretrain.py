@@ -1,0 +1,216 @@
+"""Offline image pretraining of the micro-ViT, with train-or-load caching.
+
+The paper's backbone is a ViT pretrained on ImageNet-21k images. Offline, the book pretrains its
+micro-ViT (:class:`avpet_core.backbones.MicroViTConfig`) on the 16-class shapes-and-textures task of
+:mod:`avpet_core.data.procedural_images` instead. Like the paper's backbone, it never sees audio.
+
+:func:`pretrained_micro_vit` trains once and caches the result; later calls load it. The cache
+lives in ``$AVPET_CACHE_DIR`` (default ``~/.cache/avpet``) under a name derived from the full
+configuration, so changing any setting trains a new model rather than loading a stale one.
+
+Training is deterministic on CPU for a given configuration (seeded generators, deterministic
+algorithms, a fixed thread count), and does not disturb the caller's global RNG state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+
+from avpet_core.backbones import MicroViTConfig, build_micro_vit, load_weights, normalise_images
+from avpet_core.data.procedural_images import NUM_CLASSES, ShapesTexturesConfig, draw_shapes_textures
+
+CACHE_ENV_VAR = "AVPET_CACHE_DIR"
+
+
+class CacheError(OSError):
+    """The cache directory cannot be created or written."""
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything that determines the pretrained micro-ViT (and so its cache key)."""
+
+    model: MicroViTConfig = field(default_factory=MicroViTConfig)
+    images: ShapesTexturesConfig = field(default_factory=ShapesTexturesConfig)
+    steps: int = 2400
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 30
+    seed: int = 0
+    test_size: int = 2000
+    test_seed: int = 10_000  # the held-out test images are drawn from their own seed
+    eval_every: int = 400
+    num_threads: int = 2
+
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def cache_dir() -> Path:
+    """The cache directory: ``$AVPET_CACHE_DIR`` if set, else ``~/.cache/avpet``."""
+    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "avpet")
+
+
+def ensure_writable(directory: Path) -> Path:
+    """Create ``directory`` if needed and check that a file can be written there."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise CacheError(
+            f"{directory}: cache directory is not writable ({err.strerror or err}); "
+            f"set {CACHE_ENV_VAR} to a writable directory"
+        ) from err
+    return directory
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def deterministic_cpu(num_threads: int):
+    """Fixed thread count and deterministic algorithms for the duration of the block."""
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(num_threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det)
+
+
+def test_set(config: PretrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out test images (in ``[0, 1]``) and labels; never used for training."""
+    generator = torch.Generator().manual_seed(config.test_seed)
+    return draw_shapes_textures(config.test_size, generator, config.images)
+
+
+@torch.no_grad()
+def evaluate(model: VisionTransformer, config: PretrainConfig = PretrainConfig(), batch_size: int = 500) -> float:
+    """Top-1 accuracy of a micro-ViT classifier on the held-out procedural test set."""
+    images, labels = test_set(config)
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        logits = model(normalise_images(images[start : start + batch_size], model))
+        correct += (logits.argmax(-1) == labels[start : start + batch_size]).sum().item()
+    model.train(was_training)
+    return correct / len(labels)
+
+
+def _lr_factor(step: int, config: PretrainConfig) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    warmup = min(1.0, (step + 1) / config.warmup_steps)
+    return warmup * 0.5 * (1.0 + math.cos(math.pi * step / config.steps))
+
+
+def pretrain_micro_vit(config: PretrainConfig = PretrainConfig(), *, progress: bool = True) -> tuple[VisionTransformer, dict]:
+    """Train a micro-ViT classifier on shapes-and-textures from scratch.
+
+    Returns the model (with its 16-way head) and a record: test accuracy, the loss/accuracy
+    history, wall time, and the configuration.
+    """
+    from tqdm.auto import tqdm
+
+    history = []
+    start = time.perf_counter()
+    with deterministic_cpu(config.num_threads):
+        torch.manual_seed(config.seed)
+        model = build_micro_vit(config.model, num_classes=NUM_CLASSES)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(step, config))
+        generator = torch.Generator().manual_seed(config.seed + 1)
+        model.train()
+        bar = tqdm(range(config.steps), desc="pretraining micro-ViT", disable=not progress)
+        for step in bar:
+            images, labels = draw_shapes_textures(config.batch_size, generator, config.images)
+            loss = F.cross_entropy(model(normalise_images(images, model)), labels)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
+                accuracy = evaluate(model, config)
+                history.append({"step": step + 1, "train_loss": round(loss.item(), 4), "test_accuracy": accuracy})
+                bar.set_postfix(loss=f"{loss.item():.3f}", test_acc=f"{accuracy:.3f}")
+        model.eval()
+    record = {
+        "test_accuracy": history[-1]["test_accuracy"],
+        "history": history,
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "num_threads": config.num_threads,
+        "torch_version": torch.__version__,
+        "config": asdict(config),
+    }
+    return model, record
+
+
+def cache_paths(config: PretrainConfig, directory: Path | None = None) -> tuple[Path, Path]:
+    """``(weights, record)`` paths of the cached pretraining for ``config``."""
+    directory = directory or cache_dir()
+    stem = f"micro_vit-{config.key()}"
+    return directory / f"{stem}.safetensors", directory / f"{stem}.json"
+
+
+def pretrained_micro_vit(
+    config: PretrainConfig = PretrainConfig(),
+    *,
+    dynamic_img_size: bool = True,
+    retrain: bool = False,
+    progress: bool = True,
+) -> VisionTransformer:
+    """The pretrained micro-ViT classifier: loaded from the cache, or trained and cached now.
+
+    The returned model carries its 16-way head; ``model.pretraining`` holds the training record
+    (test accuracy, history, wall time).
+    """
+    from safetensors.torch import save
+
+    weights_path, record_path = cache_paths(config)
+    if retrain or not (weights_path.is_file() and record_path.is_file()):
+        ensure_writable(weights_path.parent)  # fail before spending a minute training
+        model, record = pretrain_micro_vit(config, progress=progress)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        atomic_write_bytes(weights_path, save(state, metadata={"config_key": config.key()}))
+        atomic_write_bytes(record_path, json.dumps(record, indent=2).encode())
+        model = build_micro_vit(config.model, num_classes=NUM_CLASSES, dynamic_img_size=dynamic_img_size)
+    else:
+        model = build_micro_vit(config.model, num_classes=NUM_CLASSES, dynamic_img_size=dynamic_img_size)
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise CacheError(f"{record_path}: unreadable pretraining record ({err}); delete it to retrain") from err
+    # Both branches load from the file, so a fresh run and a cached run give the same model.
+    load_weights(model, weights_path, allow_missing_head=False)
+    model.eval()
+    model.pretraining = record
+    return model
