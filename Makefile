@@ -13,9 +13,8 @@ NOTEBOOKS   := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
-.PHONY: help venv test unit nbval book notebooks html clean
+.PHONY: help venv pretrain test unit nbval book notebooks html clean
 
 help:
 	@echo "make test   unit tests and nbval over every notebook (creates .venv on first use)"
@@ -31,18 +30,22 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[book,test]"
 	@touch $@
 
-test: $(STAMP)
+# The offline micro-ViT is trained once (about two minutes on two cores) and cached; the notebooks load it.
+pretrain: $(STAMP)
+	$(BIN)/avpet pretrain
+
+test: pretrain
 	$(BIN)/python -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -p no:cacheprovider
 
-nbval: $(STAMP)
+nbval: pretrain
 	$(BIN)/python -m pytest $(NOTEBOOKS) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
 
 book: notebooks html
 
-notebooks: $(STAMP)
+notebooks: pretrain
 	@for nb in $(NOTEBOOKS); do \
 		echo "papermill $$nb"; \
 		$(BIN)/papermill --cwd notebooks --kernel python3 --no-progress-bar "$$nb" "$$nb" || exit 1; \
