@@ -90,7 +90,10 @@ def prepare_waveform(
     """
     where = _name(source)
     if isinstance(waveform, np.ndarray):
-        waveform = torch.from_numpy(np.ascontiguousarray(waveform))
+        if waveform.dtype.kind not in "fiu":
+            raise AudioInputError(f"{where}: expected numeric samples, got a numpy array of dtype {waveform.dtype}")
+        native = waveform.dtype.newbyteorder("=")  # torch reads native byte order only
+        waveform = torch.from_numpy(np.ascontiguousarray(waveform, dtype=native))
     if not isinstance(waveform, torch.Tensor):
         raise AudioInputError(f"{where}: expected a tensor or numpy array, got {type(waveform).__name__}")
     if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate <= 0:

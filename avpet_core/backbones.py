@@ -29,7 +29,7 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
 MICRO_VIT = "micro_vit"
@@ -147,25 +147,23 @@ def _create_timm_vit(name, pretrained, weights_file, dynamic_img_size, num_class
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise BackboneError(f"unknown backbone {name!r}: timm has no model of that name.{hint}")
     kwargs = dict(num_classes=num_classes, dynamic_img_size=dynamic_img_size, **timm_kwargs)
-    if weights_file is not None:
-        overlay = dict(file=str(weights_file), custom_load=weights_file.suffix == ".npz")
-        try:
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
-        except (RuntimeError, KeyError, ValueError, OSError) as err:
-            raise BackboneError(f"{weights_file}: cannot load these weights into {name}: {_first_line(err)}") from err
-    elif pretrained:
-        try:
-            model = timm.create_model(name, pretrained=True, **kwargs)
-        except Exception as err:  # any download/hub failure: say what to do instead
+    download = pretrained and weights_file is None
+    try:
+        model = timm.create_model(name, pretrained=download, **kwargs)
+    except TypeError as err:  # e.g. a CNN, which takes no dynamic_img_size
+        raise BackboneError(f"{name} is not a timm VisionTransformer with a CLS token ({_first_line(err)})") from err
+    except Exception as err:
+        if download:  # any download/hub failure: say what to do instead
             raise BackboneError(
                 f"could not fetch pretrained weights for {name} ({_first_line(err)}). Without network "
                 "access, download the weights elsewhere and pass weights_file=PATH, or use "
                 f"{MICRO_VIT!r} with pretrained=True for the offline backbone."
             ) from err
-    else:
-        model = timm.create_model(name, pretrained=False, **kwargs)
+        raise BackboneError(f"cannot create backbone {name!r}: {_first_line(err)}") from err
     if not isinstance(model, VisionTransformer) or model.cls_token is None:
         raise BackboneError(f"{name} is not a timm VisionTransformer with a CLS token")
+    if weights_file is not None:
+        load_weights(model, weights_file)
     return model
 
 
@@ -192,27 +190,44 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
+    except Exception as err:  # unpickling, safetensors header, truncated zip, ...: all mean "not readable"
         raise BackboneError(f"{path}: not a readable weights file ({_first_line(err)})") from err
-    if isinstance(state, dict) and "state_dict" in state:
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise BackboneError(f"{path}: expected a state dict, found {type(state).__name__}")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BackboneError(f"{path}: expected a state dict of tensors, found {type(state).__name__}")
     return state
 
 
-def load_weights(model: nn.Module, path: str | Path, *, allow_missing_head: bool = True) -> nn.Module:
-    """Load a local state dict into ``model``; a head the file lacks (or the model lacks) is tolerated.
+def load_weights(model: VisionTransformer, path: str | Path) -> VisionTransformer:
+    """Load a local weights file into ``model``, strictly.
 
-    Raises :class:`BackboneError` naming the file when shapes or keys do not match.
+    ``.safetensors`` and ``.pth``/``.pt``/``.bin`` state dicts go through timm's ViT checkpoint filter
+    (which converts older layouts and resamples position embeddings to the model's grid), then must
+    match the model key for key and shape for shape. The classification head is the one exception:
+    a file's head is dropped when the model has none (``num_classes=0``), and a model head that the
+    file lacks keeps its initialisation. ``.npz`` files use timm's own big_vision loader.
+
+    Raises :class:`BackboneError` naming the file when it cannot be read or does not fit.
     """
+    path = _check_weights_file(path)
+    if path.suffix == ".npz":
+        try:
+            model.load_pretrained(str(path))
+        except Exception as err:
+            raise BackboneError(f"{path}: not a readable big_vision .npz checkpoint for this model ({_first_line(err)})") from err
+        model.pretrained_cfg = {**model.pretrained_cfg, "file": str(path)}
+        return model
     state = read_state_dict(path)
+    try:
+        state = checkpoint_filter_fn(state, model)
+    except Exception as err:
+        raise BackboneError(f"{path}: weights do not fit this model ({_first_line(err)})") from err
     own = model.state_dict()
-    head_keys = {k for k in set(own) | set(state) if k.startswith("head.")}
-    if allow_missing_head:
-        state = {k: v for k, v in state.items() if k not in head_keys or k in own}
+    is_head = lambda key: key.startswith("head.")  # noqa: E731
+    state = {k: v for k, v in state.items() if k in own or not is_head(k)}
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    missing = [k for k in own if k not in state and not (allow_missing_head and k in head_keys)]
+    missing = [k for k in own if k not in state and not is_head(k)]
     unexpected = [k for k in state if k not in own]
     if mismatched or missing or unexpected:
         details = []
@@ -225,6 +240,7 @@ def load_weights(model: nn.Module, path: str | Path, *, allow_missing_head: bool
             details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
         raise BackboneError(f"{path}: weights do not fit this model: " + "; ".join(details))
     model.load_state_dict(state, strict=False)
+    model.pretrained_cfg = {**model.pretrained_cfg, "file": str(path)}  # provenance of the weights
     return model
 
 
@@ -244,6 +260,8 @@ def patch_grid(model: VisionTransformer, height: int, width: int) -> tuple[int, 
     ph, pw = model.patch_embed.patch_size
     if height < ph or width < pw:
         raise BackboneError(f"input {height}x{width} is smaller than one {ph}x{pw} patch")
+    if height % ph or width % pw:
+        raise BackboneError(f"input {height}x{width} is not a whole number of {ph}x{pw} patches; pad or crop it")
     return height // ph, width // pw
 
 

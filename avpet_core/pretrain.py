@@ -82,7 +82,10 @@ def ensure_writable(directory: Path) -> Path:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a cache is meant to be shared
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -202,6 +205,7 @@ def pretrained_micro_vit(
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         atomic_write_bytes(weights_path, save(state, metadata={"config_key": config.key()}))
         atomic_write_bytes(record_path, json.dumps(record, indent=2).encode())
+        record = json.loads(json.dumps(record))  # the same plain-JSON record as a cache hit gives
         model = build_micro_vit(config.model, num_classes=NUM_CLASSES, dynamic_img_size=dynamic_img_size)
     else:
         model = build_micro_vit(config.model, num_classes=NUM_CLASSES, dynamic_img_size=dynamic_img_size)
@@ -210,7 +214,7 @@ def pretrained_micro_vit(
         except (OSError, json.JSONDecodeError) as err:
             raise CacheError(f"{record_path}: unreadable pretraining record ({err}); delete it to retrain") from err
     # Both branches load from the file, so a fresh run and a cached run give the same model.
-    load_weights(model, weights_path, allow_missing_head=False)
+    load_weights(model, weights_path)
     model.eval()
     model.pretraining = record
     return model

@@ -9,12 +9,10 @@ or write the user's ``~/.cache/avpet``.
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class NetworkBlocked(OSError):
