@@ -153,7 +153,7 @@ def pretrain_micro_vit(config: PretrainConfig = PretrainConfig(), *, progress: b
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(step, config))
         generator = torch.Generator().manual_seed(config.seed + 1)
         model.train()
-        bar = tqdm(range(config.steps), desc="pretraining micro-ViT", disable=not progress)
+        bar = tqdm(range(config.steps), desc="pretraining micro-ViT", disable=not progress, mininterval=3.0)
         for step in bar:
             images, labels = draw_shapes_textures(config.batch_size, generator, config.images)
             loss = F.cross_entropy(model(normalise_images(images, model)), labels)
