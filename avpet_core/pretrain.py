@@ -206,14 +206,13 @@ def pretrained_micro_vit(
         atomic_write_bytes(weights_path, save(state, metadata={"config_key": config.key()}))
         atomic_write_bytes(record_path, json.dumps(record, indent=2).encode())
         record = json.loads(json.dumps(record))  # the same plain-JSON record as a cache hit gives
-        model = build_micro_vit(config.model, num_classes=NUM_CLASSES, dynamic_img_size=dynamic_img_size)
     else:
-        model = build_micro_vit(config.model, num_classes=NUM_CLASSES, dynamic_img_size=dynamic_img_size)
         try:
             record = json.loads(record_path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise CacheError(f"{record_path}: unreadable pretraining record ({err}); delete it to retrain") from err
     # Both branches load from the file, so a fresh run and a cached run give the same model.
+    model = build_micro_vit(config.model, num_classes=NUM_CLASSES, dynamic_img_size=dynamic_img_size)
     load_weights(model, weights_path)
     model.eval()
     model.pretraining = record

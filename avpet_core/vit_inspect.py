@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from timm.models.vision_transformer import Block, VisionTransformer
 
+from avpet_core.backbones import patch_grid
+
 
 def attention_probs(block: Block, x: torch.Tensor) -> torch.Tensor:
     """Attention probabilities of ``block`` for its input tokens ``x`` ``(B, N, D)`` -> ``(B, heads, N, N)``."""
@@ -34,7 +36,7 @@ def cls_attention_maps(model: VisionTransformer, images: torch.Tensor) -> torch.
 
     Returns ``(B, blocks, heads, rows, cols)``, each map summing to ``1 - attention on prefix tokens``.
     """
-    rows, cols = images.shape[-2] // model.patch_embed.patch_size[0], images.shape[-1] // model.patch_embed.patch_size[1]
+    rows, cols = patch_grid(model, *images.shape[-2:])
     prefix = model.num_prefix_tokens
     x = embed_tokens(model, images)
     maps = []

@@ -371,22 +371,10 @@ CORRUPT_CASES = [
     pytest.param(MICRO_VIT, ".pth", 0, "not a readable weights file", id="micro-pth-unpickling"),
     pytest.param(MICRO_VIT, ".pth", 2, "not a readable weights file", id="micro-pth-indexerror"),
     pytest.param(MICRO_VIT, ".npz", 0, "not a readable big_vision .npz checkpoint", id="micro-npz"),
-    pytest.param(
-        TINY_VIT,
-        ".safetensors",
-        0,
-        "not a readable weights file",
-        id="timm-safetensors",
-    ),
+    pytest.param(TINY_VIT, ".safetensors", 0, "not a readable weights file", id="timm-safetensors"),
     pytest.param(TINY_VIT, ".pth", 0, "not a readable weights file", id="timm-pth-unpickling"),
     pytest.param(TINY_VIT, ".pth", 20, "not a readable weights file", id="timm-pth-keyerror"),
-    pytest.param(
-        TINY_VIT,
-        ".pth",
-        2,
-        "not a readable weights file",
-        id="timm-pth-indexerror",
-    ),
+    pytest.param(TINY_VIT, ".pth", 2, "not a readable weights file", id="timm-pth-indexerror"),
     pytest.param(TINY_VIT, ".npz", 0, "not a readable big_vision .npz checkpoint", id="timm-npz"),
 ]
 
