@@ -1,7 +1,8 @@
 """The ``avpet`` command: one command line for what the notebooks do.
 
     avpet --version
-    avpet params   [--backbone NAME] [--json]      parameter counts, built without downloading weights
+    avpet params   [--backbone NAME] [--adapter {avpea,lavish,houlsby,none}] [--streams {none,audio,visual,both}]
+                   [--preset {ave,avqa}] [--json]  parameter counts, built without weights (nothing is downloaded)
     avpet pretrain [--retrain] [--json]            train-or-load the offline micro-ViT, report its accuracy
 
 Errors print one line on stderr and exit with status 2; ``--json`` prints one JSON document on stdout.
@@ -14,7 +15,11 @@ import json
 import sys
 
 import avpet_core
+from avpet_core.adapters import LAVISH_AVE, LAVISH_AVQA, METHODS
 from avpet_core.backbones import MICRO_VIT, BackboneError
+from avpet_core.models.dual_stream import PLACEMENTS
+
+LAVISH_PRESETS = {"ave": LAVISH_AVE, "avqa": LAVISH_AVQA}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
 
     params = commands.add_parser("params", help="count trainable / frozen parameters of a model")
     params.add_argument("--backbone", default=MICRO_VIT, help=f"timm ViT name or {MICRO_VIT!r} (default)")
-    params.add_argument("--adapter", default="none", choices=["none"], help="adapter method (none: the frozen backbone)")
+    params.add_argument("--adapter", default="none", choices=METHODS, help="adapter method (none: the frozen backbone; default)")
+    params.add_argument("--streams", default="both", choices=list(PLACEMENTS), help="streams that carry adapters (default both)")
+    params.add_argument("--preset", choices=sorted(LAVISH_PRESETS), help="LAVISH preset (default ave)")
     params.add_argument("--json", action="store_true", help="print one JSON object")
     params.set_defaults(run=_params)
 
@@ -36,19 +43,46 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _params(args: argparse.Namespace) -> dict:
-    from avpet_core.backbones import create_backbone
-    from avpet_core.params import count_parameters, millions
+    from avpet_core.adapters import adapter_config
+    from avpet_core.params import closed_form_adapter_parameters, count_without_weights, millions, paper_count
 
-    model = create_backbone(args.backbone, pretrained=False, freeze=True)
-    counts = count_parameters(model)
-    result = {"backbone": args.backbone, "adapter": 0, "method": args.adapter, **counts.as_dict()}
+    if args.preset is not None and args.adapter != "lavish":
+        raise ValueError(f"--preset applies to --adapter lavish only, not {args.adapter!r}")
+    config = LAVISH_PRESETS[args.preset or "ave"] if args.adapter == "lavish" else adapter_config(args.adapter)
+    counts = count_without_weights(args.backbone, config, args.streams)
+    dims = _backbone_dims(args.backbone)
+    closed_form = closed_form_adapter_parameters(config, dims["embed_dim"], dims["depth"], args.streams)
+    paper = paper_count(args.adapter, args.backbone) if args.streams == "both" and args.preset != "avqa" else None
+    description = config.describe(dims["embed_dim"]) if config is not None else "none"
+    result = {
+        "backbone": args.backbone,
+        "method": args.adapter,
+        "streams": args.streams,
+        "adapter_config": config.as_dict() if config is not None else None,
+        **counts.as_dict(),
+        "closed_form": closed_form,
+        "paper_adapter": round(paper.adapter_m * 1e6) if paper else None,
+    }
     if not args.json:
         print(f"backbone   {args.backbone}")
-        print(f"adapter    {args.adapter}: {millions(0)}")
-        print(f"trainable  {millions(counts.trainable)}")
-        print(f"frozen     {millions(counts.frozen)}")
-        print(f"total      {millions(counts.total)}")
+        paper_note = f"; paper {paper.adapter_m}M, {paper.source}" if paper else ""
+        print(f"adapter    {description} on streams {args.streams}: {millions(counts.adapter, 3)} "
+              f"(closed form {millions(closed_form, 3)}{paper_note})")
+        print(f"trainable  {millions(counts.trainable, 3)}")
+        print(f"frozen     {millions(counts.frozen, 3)}")
+        print(f"total      {millions(counts.total, 3)}")
+        print(f"share      {100 * counts.adapter_share:.2f}% of all parameters are adapter parameters")
     return result
+
+
+def _backbone_dims(name: str) -> dict:
+    import torch
+
+    from avpet_core.backbones import create_backbone
+
+    with torch.device("meta"):
+        vit = create_backbone(name)
+    return {"embed_dim": vit.embed_dim, "depth": len(vit.blocks)}
 
 
 def _pretrain(args: argparse.Namespace) -> dict:

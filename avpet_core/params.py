@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import torch
 from torch import nn
 
 
@@ -46,3 +47,94 @@ def count_parameters(module: nn.Module) -> ParamCounts:
 def millions(count: int, digits: int = 2) -> str:
     """``3_843_072 -> '3.84M'``."""
     return f"{count / 1e6:.{digits}f}M"
+
+
+# -- the papers' convention for adapted models --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdaptedCounts:
+    """Counts of an adapted model as AV-PEA's Tables 1-2 give them.
+
+    Attributes:
+        adapter: parameters of the adapters alone (the tables' "Adapter" column).
+        trainable: everything that trains — adapters plus task head ("Total" trainable column).
+        frozen: the frozen backbone (the tables' frozen column).
+    """
+
+    adapter: int
+    trainable: int
+    frozen: int
+
+    @property
+    def total(self) -> int:
+        return self.trainable + self.frozen
+
+    @property
+    def adapter_share(self) -> float:
+        """Adapter parameters over all parameters — the paper's "3.1% of the total parameters"."""
+        return self.adapter / self.total if self.total else 0.0
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "total": self.total, "adapter_share": self.adapter_share}
+
+
+def count_adapted(model: nn.Module, head: nn.Module | None = None) -> AdaptedCounts:
+    """Count a :class:`~avpet_core.models.DualStreamViT` (and its task head) in the papers' convention."""
+    adapter = sum(p.numel() for p in model.adapters.parameters())
+    counts = count_parameters(model)
+    head_counts = count_parameters(head) if head is not None else ParamCounts(0, 0)
+    return AdaptedCounts(
+        adapter=adapter,
+        trainable=counts.trainable + head_counts.trainable,
+        frozen=counts.frozen + head_counts.frozen,
+    )
+
+
+def closed_form_adapter_parameters(adapter_config, embed_dim: int, depth: int, streams: str = "both") -> int:
+    """Adapter parameters from the closed form: per adapter x sites per block x blocks x adapted streams."""
+    from avpet_core.models.dual_stream import PLACEMENTS
+
+    if adapter_config is None:
+        return 0
+    per_block = adapter_config.num_parameters(embed_dim) * len(adapter_config.sites)
+    return per_block * depth * len(PLACEMENTS[streams])
+
+
+def count_without_weights(backbone: str, adapter="avpea", streams: str = "both", **adapter_options) -> AdaptedCounts:
+    """Build the dual-stream model on PyTorch's ``meta`` device (no weights, no memory, no download) and count it."""
+    from avpet_core.models.dual_stream import build_dual_stream
+
+    with torch.device("meta"):
+        model = build_dual_stream(backbone, adapter, streams, **adapter_options)
+    return count_adapted(model)
+
+
+@dataclass(frozen=True)
+class PaperCount:
+    """A parameter count as printed in a paper (millions), for the tables that put ours beside it."""
+
+    method: str
+    backbone: str
+    adapter_m: float
+    trainable_m: float | None
+    frozen_m: float | None
+    source: str
+
+
+PAPER_COUNTS = (
+    PaperCount("avpea", "vit_base_patch16_224", 3.7, 17.8, 102.5, "AV-PEA Table 1 (CMBS+AV-PEA)"),
+    PaperCount("avpea", "vit_large_patch16_224", 12.9, 27.2, 325.6, "AV-PEA Table 1 (CMBS+AV-PEA)"),
+    PaperCount("lavish", "vit_base_patch16_224", 3.9, 4.7, 102.5, "AV-PEA Table 1 (LAVISH, AVE)"),
+    PaperCount("lavish", "vit_large_patch16_224", 13.4, 14.5, 325.6, "AV-PEA Table 1 (LAVISH, AVE)"),
+)
+"""The adapter / trainable / frozen counts AV-PEA's Table 1 reports (in millions)."""
+
+
+def paper_count(method: str, backbone: str) -> PaperCount | None:
+    """The paper's count for ``method`` on ``backbone`` (timm name, with or without its tag), if it reports one."""
+    architecture = backbone.split(".")[0]
+    for row in PAPER_COUNTS:
+        if row.method == method and row.backbone == architecture:
+            return row
+    return None

@@ -148,8 +148,8 @@ def test_params_text_output(capsys):
     total = sum(p.numel() for p in create_backbone(MICRO_VIT).parameters())
     lines = dict(line.split(None, 1) for line in out.strip().splitlines())
     assert lines["backbone"] == MICRO_VIT
-    assert lines["trainable"] == "0.00M"
-    assert lines["total"] == millions(total) == lines["frozen"]
+    assert lines["trainable"] == "0.000M"
+    assert lines["total"] == millions(total, 3) == lines["frozen"]
     with pytest.raises(json.JSONDecodeError):
         json.loads(out)
 

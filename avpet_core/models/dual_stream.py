@@ -1,0 +1,255 @@
+"""One frozen ViT, two streams: the dual-stream transformer of AV-PEA (Fig. 1a) and LAVISH.
+
+The same frozen timm ``VisionTransformer`` reads the video frame (visual stream) and the audio
+spectrogram (audio stream, with its own token count). The two streams are advanced **block by
+block, in lockstep**, so that at every block an adapter of one stream can look at the other
+stream's tokens of the same block:
+
+    for each block l:
+        Y^v = X^v + MSA_l(X^v) + A^v_attn(X^v, X^a)         (AV-PEA eqs. 3-4; LAVISH p1)
+        Y^a = X^a + MSA_l(X^a) + A^a_attn(X^a, X^v)
+        X^v = Y^v + FFN_l(Y^v) + A^v_mlp(Y^v, Y^a)          (LAVISH p2 only)
+        X^a = Y^a + FFN_l(Y^a) + A^a_mlp(Y^a, Y^v)
+
+``MSA_l`` and ``FFN_l`` are exactly timm's ``Block`` sublayers (pre-norm, layer scale, drop path);
+without adapters a step is the same sequence of operations as ``Block.forward``, so the model
+reproduces the frozen backbone bit for bit. Which streams carry adapters is a setting (AV-PEA
+Table 4): ``"none"``, ``"audio"``, ``"visual"`` or ``"both"``; an adapted stream still reads the
+other stream's tokens when the other stream has no adapters of its own.
+
+Inputs may carry any leading dimensions, e.g. ``(batch, segments, 3, H, W)`` frames with
+``(batch, segments, 3, mel, frames)`` spectrograms; they are flattened for the ViT and the outputs
+have the same leading dimensions. Frames are ``[0, 1]`` RGB and are normalised here with the
+backbone's own mean and std; spectrograms arrive already normalised by :mod:`avpet_core.audio`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from avpet_core.adapters import Adapter, AdapterConfig, AVPEAConfig, adapter_config
+from avpet_core.backbones import create_backbone, freeze_module, normalise_images, patch_grid
+
+STREAMS = ("visual", "audio")
+PLACEMENTS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "audio": ("audio",),
+    "visual": ("visual",),
+    "both": ("visual", "audio"),
+}
+"""Which streams carry adapters, by the names of AV-PEA's Table 4 ablation."""
+
+BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
+
+
+class DualStreamError(ValueError):
+    """A backbone or input the dual-stream model cannot use."""
+
+
+@dataclass(frozen=True)
+class DualStreamConfig:
+    """Settings of :class:`DualStreamViT`.
+
+    Attributes:
+        adapter: the adapter method's config (``None``: the frozen backbone alone).
+        streams: which streams carry adapters: ``"none"``, ``"audio"``, ``"visual"``, ``"both"``.
+        gradient_checkpointing: recompute each block in the backward pass instead of storing its
+            activations (training only). With LAVISH's BatchNorm the running statistics are then
+            updated twice per step (once more in the recomputation).
+        normalise_frames: normalise ``[0, 1]`` frames with the backbone's mean/std in ``forward``.
+    """
+
+    adapter: AdapterConfig | None = field(default_factory=AVPEAConfig)
+    streams: str = "both"
+    gradient_checkpointing: bool = False
+    normalise_frames: bool = True
+
+    def __post_init__(self):
+        if self.streams not in PLACEMENTS:
+            raise DualStreamError(f"unknown stream placement {self.streams!r}; choose one of {list(PLACEMENTS)}")
+
+    @property
+    def adapted_streams(self) -> tuple[str, ...]:
+        return PLACEMENTS[self.streams] if self.adapter is not None else ()
+
+
+@dataclass
+class DualStreamOutput:
+    """What the task heads need from the two streams.
+
+    Attributes:
+        visual_tokens: ``(*lead, 1 + N_v, D)`` final (normed) tokens of the visual stream, CLS first.
+        audio_tokens: ``(*lead, 1 + N_a, D)`` final tokens of the audio stream.
+        block_inputs: if asked for, the ``(visual, audio)`` input tokens of every block, flattened
+            to ``(B*, N, D)`` (for plots such as the CLS cross-attention maps).
+    """
+
+    visual_tokens: torch.Tensor
+    audio_tokens: torch.Tensor
+    block_inputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    @property
+    def visual_cls(self) -> torch.Tensor:
+        """``(*lead, D)``: the visual stream's CLS token after the final norm."""
+        return self.visual_tokens[..., 0, :]
+
+    @property
+    def audio_cls(self) -> torch.Tensor:
+        """``(*lead, D)``: the audio stream's CLS token after the final norm."""
+        return self.audio_tokens[..., 0, :]
+
+
+def check_backbone(backbone: nn.Module) -> VisionTransformer:
+    """The backbone must be a timm ViT with a CLS token and pre-norm ``Block``s."""
+    if not isinstance(backbone, VisionTransformer):
+        raise DualStreamError(f"the dual-stream model needs a timm VisionTransformer, got {type(backbone).__name__}")
+    if backbone.cls_token is None:
+        raise DualStreamError("the backbone has no CLS token; AV-PEA's cross-attention needs one (class_token=True)")
+    for index, block in enumerate(backbone.blocks):
+        missing = [part for part in BLOCK_PARTS if not hasattr(block, part)]
+        if missing:
+            raise DualStreamError(f"block {index} ({type(block).__name__}) lacks {missing}; only pre-norm timm Blocks are supported")
+    return backbone
+
+
+class DualStreamViT(nn.Module):
+    """A frozen ViT shared by a visual and an audio stream, with per-block, per-stream adapters.
+
+    Attributes:
+        backbone: the frozen timm ViT (never trained; kept in eval mode).
+        adapters: ``adapters[stream][block][site]``, e.g. ``adapters["audio"][3]["attn"]``.
+    """
+
+    def __init__(self, backbone: VisionTransformer, config: DualStreamConfig = DualStreamConfig()):
+        super().__init__()
+        self.backbone = freeze_module(check_backbone(backbone)).eval()
+        self.config = config
+        self.embed_dim = backbone.embed_dim
+        self.adapters = nn.ModuleDict()
+        for stream in config.adapted_streams:
+            self.adapters[stream] = nn.ModuleList(
+                nn.ModuleDict({site: config.adapter.build(self.embed_dim) for site in config.adapter.sites})
+                for _ in backbone.blocks
+            )
+
+    # -- modes and switches -------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "DualStreamViT":
+        """Adapters follow ``mode``; the frozen backbone always stays in eval mode."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def set_fused_attention(self, fused: bool) -> None:
+        """Use ``F.scaled_dot_product_attention`` (fused) or timm's explicit softmax path in every block."""
+        for block in self.backbone.blocks:
+            block.attn.fused_attn = fused
+
+    @property
+    def depth(self) -> int:
+        return len(self.backbone.blocks)
+
+    def adapter(self, stream: str, block: int, site: str) -> Adapter | None:
+        """The adapter of ``stream`` at ``block`` and ``site``, or ``None`` where there is none."""
+        if stream not in self.adapters or site not in self.adapters[stream][block]:
+            return None
+        return self.adapters[stream][block][site]
+
+    def adapter_parameters(self):
+        """The trainable parameters: those of the adapters."""
+        return self.adapters.parameters()
+
+    # -- forward ------------------------------------------------------------------------------
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch embedding, CLS token and (resampled) position embeddings: ``(B, 3, H, W) -> (B, 1+N, D)``."""
+        patch_grid(self.backbone, *images.shape[-2:])  # clear error for sizes that are not whole patches
+        vit = self.backbone
+        return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
+
+    def _add(self, stream: str, block: int, site: str, residual: torch.Tensor, own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        adapter = self.adapter(stream, block, site)
+        return residual if adapter is None else residual + adapter(own, other)
+
+    def block_step(self, index: int, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advance both streams through block ``index`` (the four lines of the module docstring)."""
+        blk = self.backbone.blocks[index]
+        visual_y = visual + blk.drop_path1(blk.ls1(blk.attn(blk.norm1(visual))))
+        audio_y = audio + blk.drop_path1(blk.ls1(blk.attn(blk.norm1(audio))))
+        visual_y = self._add("visual", index, "attn", visual_y, visual, audio)
+        audio_y = self._add("audio", index, "attn", audio_y, audio, visual)
+
+        visual_x = visual_y + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(visual_y))))
+        audio_x = audio_y + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(audio_y))))
+        visual_x = self._add("visual", index, "mlp", visual_x, visual_y, audio_y)
+        audio_x = self._add("audio", index, "mlp", audio_x, audio_y, visual_y)
+        return visual_x, audio_x
+
+    def forward(self, frames: torch.Tensor, audio: torch.Tensor, *, keep_block_inputs: bool = False) -> DualStreamOutput:
+        """Run both streams.
+
+        Args:
+            frames: ``(*lead, 3, H, W)`` RGB frames in ``[0, 1]``.
+            audio: ``(*lead, 3, mel, time)`` normalised spectrogram images (same ``lead``).
+            keep_block_inputs: also return every block's input tokens.
+        """
+        lead = self._check_inputs(frames, audio)
+        if self.config.normalise_frames:
+            frames = normalise_images(frames, self.backbone)
+        visual = self.embed(frames.reshape(-1, *frames.shape[-3:]))
+        sound = self.embed(audio.reshape(-1, *audio.shape[-3:]))
+        kept = [] if keep_block_inputs else None
+        recompute = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        for index in range(self.depth):
+            if kept is not None:
+                kept.append((visual, sound))
+            if recompute:
+                visual, sound = checkpoint(self.block_step, index, visual, sound, use_reentrant=False)
+            else:
+                visual, sound = self.block_step(index, visual, sound)
+        visual, sound = self.backbone.norm(visual), self.backbone.norm(sound)
+        return DualStreamOutput(
+            visual_tokens=visual.reshape(*lead, *visual.shape[1:]),
+            audio_tokens=sound.reshape(*lead, *sound.shape[1:]),
+            block_inputs=kept,
+        )
+
+    def _check_inputs(self, frames: torch.Tensor, audio: torch.Tensor) -> tuple[int, ...]:
+        for name, x in (("frames", frames), ("audio", audio)):
+            if not isinstance(x, torch.Tensor) or x.ndim < 4 or x.shape[-3] != 3:
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise DualStreamError(f"{name} must be a tensor (..., 3, height, width), got {shape}")
+            if not x.is_floating_point():
+                raise DualStreamError(f"{name} must be floating point, got {x.dtype}")
+        if frames.shape[:-3] != audio.shape[:-3]:
+            raise DualStreamError(
+                f"frames {tuple(frames.shape)} and audio {tuple(audio.shape)} must share their leading "
+                f"(batch, segment) dimensions"
+            )
+        return tuple(frames.shape[:-3])
+
+
+def build_dual_stream(
+    backbone: str = "micro_vit",
+    adapter: str | AdapterConfig | None = "avpea",
+    streams: str = "both",
+    *,
+    pretrained: bool = False,
+    weights_file=None,
+    gradient_checkpointing: bool = False,
+    **adapter_options,
+) -> DualStreamViT:
+    """Create the backbone by name (see :func:`avpet_core.backbones.create_backbone`) and wrap it.
+
+    ``adapter`` is a method name (``"avpea"``, ``"lavish"``, ``"houlsby"``, ``"none"``), with
+    ``adapter_options`` overriding its defaults, or a ready config.
+    """
+    if isinstance(adapter, str):
+        adapter = adapter_config(adapter, **adapter_options)
+    elif adapter_options:
+        raise DualStreamError("adapter options can only be given with an adapter method name")
+    vit = create_backbone(backbone, pretrained=pretrained, weights_file=weights_file, freeze=True)
+    return DualStreamViT(vit, DualStreamConfig(adapter=adapter, streams=streams, gradient_checkpointing=gradient_checkpointing))
