@@ -250,3 +250,51 @@ def test_params_counts_agree_with_torch(capsys):
         dim=192, depth=12, patch=16, img=224, mlp_ratio=4.0
     )
     assert all(isinstance(p, torch.nn.Parameter) and not p.requires_grad for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------------
+# avpet params --adapter / --streams / --preset
+
+
+@pytest.mark.parametrize(
+    "backbone,adapter,extra,expected,paper",
+    [
+        (VIT_B16, "avpea", [], 3_559_728, 3_700_000),
+        ("vit_large_patch16_224.augreg_in21k", "avpea", [], 12_638_304, 12_900_000),
+        (VIT_B16, "lavish", [], 3_843_168, 3_900_000),
+        ("vit_large_patch16_224.augreg_in21k", "lavish", ["--preset", "ave"], 13_394_112, 13_400_000),
+        (VIT_B16, "houlsby", [], 3_559_704, None),
+        (VIT_B16, "avpea", ["--streams", "audio"], 3_559_728 // 2, None),
+        (VIT_B16, "lavish", ["--preset", "avqa"], 48 * (64 * 768 + 2 * 768 * 96 // 4 + 4 * 768 + 2), None),
+    ],
+)
+def test_params_adapters_json(capsys, backbone, adapter, extra, expected, paper):
+    code, out, err = run_cli(capsys, "params", "--backbone", backbone, "--adapter", adapter, *extra, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    frozen = 85_798_656 if backbone == VIT_B16 else 303_301_632
+    assert result["adapter"] == result["closed_form"] == result["trainable"] == expected
+    assert result["frozen"] == frozen and result["total"] == frozen + expected
+    assert result["adapter_share"] == pytest.approx(expected / (frozen + expected))
+    assert result["paper_adapter"] == paper
+    assert result["method"] == adapter and result["adapter_config"]["method"] == adapter
+
+
+def test_params_adapter_text_puts_the_paper_beside_ours(capsys):
+    code, out, err = run_cli(capsys, "params", "--backbone", VIT_B16, "--adapter", "avpea")
+    assert code == 0, err
+    adapter_line = next(line for line in out.splitlines() if line.startswith("adapter"))
+    assert "avpea(d=96" in adapter_line and "3.560M" in adapter_line and "paper 3.7M" in adapter_line
+
+
+def test_params_preset_needs_lavish(capsys):
+    code, out, err = run_cli(capsys, "params", "--adapter", "avpea", "--preset", "avqa")
+    assert code == 2 and out == ""
+    assert err.strip() == "avpet params: error: --preset applies to --adapter lavish only, not 'avpea'"
+
+
+def test_params_adapter_on_a_large_backbone_downloads_and_allocates_nothing(capsys):
+    """ViT-L is built on the meta device: no weights, no memory, no network (blocked in the tests)."""
+    code, out, err = run_cli(capsys, "params", "--backbone", "vit_large_patch16_224.augreg_in21k", "--adapter", "lavish", "--json")
+    assert code == 0, err
+    assert json.loads(out)["total"] == 303_301_632 + 13_394_112
