@@ -53,22 +53,16 @@ def millions(count: int, digits: int = 2) -> str:
 
 
 @dataclass(frozen=True)
-class AdaptedCounts:
+class AdaptedCounts(ParamCounts):
     """Counts of an adapted model as AV-PEA's Tables 1-2 give them.
 
     Attributes:
-        adapter: parameters of the adapters alone (the tables' "Adapter" column).
-        trainable: everything that trains — adapters plus task head ("Total" trainable column).
+        trainable: everything that trains — adapters plus task head (the "Total" trainable column).
         frozen: the frozen backbone (the tables' frozen column).
+        adapter: parameters of the adapters alone (the tables' "Adapter" column).
     """
 
-    adapter: int
-    trainable: int
-    frozen: int
-
-    @property
-    def total(self) -> int:
-        return self.trainable + self.frozen
+    adapter: int = 0
 
     @property
     def adapter_share(self) -> float:
@@ -76,7 +70,7 @@ class AdaptedCounts:
         return self.adapter / self.total if self.total else 0.0
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "total": self.total, "adapter_share": self.adapter_share}
+        return {**super().as_dict(), "adapter_share": self.adapter_share}
 
 
 def count_adapted(model: nn.Module, head: nn.Module | None = None) -> AdaptedCounts:
