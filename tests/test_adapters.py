@@ -392,3 +392,15 @@ def test_bad_backbones_and_inputs_fail_clearly():
         model(frames, audio[..., :30])
     with pytest.raises(AdapterConfigError, match="unknown adapter method"):
         build_dual_stream(MICRO_VIT, "lora")
+
+
+@pytest.mark.parametrize("method", ["avpea", "lavish_ave"])
+def test_any_timm_vit_with_a_cls_token(method):
+    """The same model runs on a hub architecture (random weights) at its own patch size and width."""
+    torch.manual_seed(0)
+    model = DualStreamViT(create_backbone("vit_tiny_patch16_224"), DualStreamConfig(adapter=CONFIGS[method])).eval()
+    frames, audio = torch.rand(1, 2, 3, 64, 64), torch.randn(1, 2, 3, 128, 48)
+    out = model(frames, audio)
+    assert out.visual_tokens.shape == (1, 2, 1 + 16, 192) and out.audio_tokens.shape == (1, 2, 1 + 24, 192)
+    visual_ref, audio_ref = frozen_reference(model, frames, audio)
+    assert torch.equal(out.visual_tokens, visual_ref) and torch.equal(out.audio_tokens, audio_ref)
