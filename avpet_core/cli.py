@@ -3,6 +3,7 @@
     avpet --version
     avpet params   [--backbone NAME] [--adapter {avpea,lavish,houlsby,none}] [--streams {none,audio,visual,both}]
                    [--preset {ave,avqa}] [--json]  parameter counts, built without weights (nothing is downloaded)
+    avpet params   --model shared-lowrank [--json]  the shared low-rank multimodal Transformer's sharing table
     avpet pretrain [--retrain] [--json]            train-or-load the offline micro-ViT, report its accuracy
 
 Errors print one line on stderr and exit with status 2; ``--json`` prints one JSON document on stdout.
@@ -20,6 +21,7 @@ from avpet_core.backbones import MICRO_VIT, BackboneError
 from avpet_core.models.dual_stream import PLACEMENTS
 
 LAVISH_PRESETS = {"ave": LAVISH_AVE, "avqa": LAVISH_AVQA}
+MODELS = ("dual-stream", "shared-lowrank")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     params = commands.add_parser("params", help="count trainable / frozen parameters of a model")
+    params.add_argument("--model", default="dual-stream", choices=MODELS,
+                        help="dual-stream: a ViT with adapters (default); shared-lowrank: the sharing table at the paper's sizes")
     params.add_argument("--backbone", default=MICRO_VIT, help=f"timm ViT name or {MICRO_VIT!r} (default)")
     params.add_argument("--adapter", default="none", choices=METHODS, help="adapter method (none: the frozen backbone; default)")
     params.add_argument("--streams", default="both", choices=list(PLACEMENTS), help="streams that carry adapters (default both)")
@@ -43,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _params(args: argparse.Namespace) -> dict:
+    if args.model == "shared-lowrank":
+        return _shared_lowrank_params(args)
     from avpet_core.adapters import adapter_config
     from avpet_core.params import closed_form_adapter_parameters, count_without_weights, millions, paper_count
 
@@ -72,6 +78,31 @@ def _params(args: argparse.Namespace) -> dict:
         print(f"frozen     {millions(counts.frozen, 3)}")
         print(f"total      {millions(counts.total, 3)}")
         print(f"share      {100 * counts.adapter_share:.2f}% of all parameters are adapter parameters")
+    return result
+
+
+def _shared_lowrank_params(args: argparse.Namespace) -> dict:
+    from avpet_core.models.shared_lowrank import PAPER_TRANSFORMER, transformer_parameter_table
+    from avpet_core.params import millions
+
+    if args.backbone != MICRO_VIT or args.adapter != "none" or args.streams != "both" or args.preset is not None:
+        raise ValueError("--backbone, --adapter, --streams and --preset apply to --model dual-stream only")
+    rows = transformer_parameter_table(PAPER_TRANSFORMER)
+    c = PAPER_TRANSFORMER
+    result = {
+        "model": "shared-lowrank",
+        "config": {"dim": c.dim, "depth": c.depth, "heads": c.heads, "ffn_dim": c.ffn_dim, "rank": c.rank, "fusion": c.fusion},
+        "counts": "Transformer layers only: six weight matrices with biases and two LayerNorms per distinct layer",
+        "rows": rows,
+    }
+    if not args.json:
+        width = max(len(row["variant"]) for row in rows)
+        print(f"shared low-rank multimodal Transformer, D {c.dim}, L {c.depth}, {c.heads} heads, FFN {c.ffn_dim}, "
+              f"{c.fusion} fusion; Transformer weights")
+        print(f"{'variant':<{width}}  {'params':>8}  vs no sharing")
+        for row in rows:
+            change = round(100 * row["reduction"])
+            print(f"{row['variant']:<{width}}  {millions(row['parameters']):>8}  {'-' if change else ''}{change}%")
     return result
 
 
