@@ -316,3 +316,10 @@ def test_synth_avqa_fbank_is_normalised():
     audio = SynthAVQA(SMALL_QA, "train")[0]["audio"]
     assert torch.isfinite(audio).all() and audio.abs().mean() < 2
     assert isinstance(SMALL_QA.fbank, FbankConfig)
+
+
+def test_synth_avqa_media_without_memory_renders_the_same():
+    dataset = SynthAVQA(SMALL_QA, "val")
+    frames, audio = SynthAVQAMedia(SMALL_QA, keep=0)(dataset.questions[3].video_id)
+    item = dataset[3]
+    assert torch.equal(frames, item["frames"]) and torch.equal(audio, item["audio"])

@@ -814,22 +814,29 @@ class SynthAVQAMedia:
         self._recent: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, video_id: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if video_id not in self._recent:
-            try:
-                _, split, index = video_id.split("-")
-                _check_split(split)
-                index = int(index)
-            except ValueError as err:
-                raise DatasetFormatError(f"{video_id!r} is not a SynthAVQA video id (synthavqa-SPLIT-INDEX)") from err
-            scene, _ = synth_avqa_scene(self.config, split, index)
-            render_generator = torch.Generator().manual_seed(item_seed(self.config.seed, "synthavqa-media", split, index))
-            frames, wave = render_scene(scene, self.config, render_generator)
-            audio = segment_fbank_images(wave, self.config.fbank, num_segments=self.config.num_segments, source=video_id)
-            if len(self._recent) >= self.keep:
-                self._recent.pop(next(iter(self._recent)))
-            self._recent[video_id] = (frames, audio[:, :1].to(torch.float16))
-        frames, audio = self._recent[video_id]
+        if video_id in self._recent:
+            frames, audio = self._recent[video_id]
+        else:
+            frames, audio = self._render(video_id)
+            if self.keep > 0:
+                if len(self._recent) >= self.keep:
+                    self._recent.pop(next(iter(self._recent)))
+                self._recent[video_id] = (frames, audio)
         return frames.float() / 255.0, audio.float().expand(-1, 3, -1, -1).contiguous()
+
+    def _render(self, video_id: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``frames`` uint8 and single-channel float16 fbank images ``(T, 1, mel, frames)`` of a video."""
+        try:
+            _, split, index = video_id.split("-")
+            _check_split(split)
+            index = int(index)
+        except ValueError as err:
+            raise DatasetFormatError(f"{video_id!r} is not a SynthAVQA video id (synthavqa-SPLIT-INDEX)") from err
+        scene, _ = synth_avqa_scene(self.config, split, index)
+        render_generator = torch.Generator().manual_seed(item_seed(self.config.seed, "synthavqa-media", split, index))
+        frames, wave = render_scene(scene, self.config, render_generator)
+        audio = segment_fbank_images(wave, self.config.fbank, num_segments=self.config.num_segments, source=video_id)
+        return frames, audio[:, :1].to(torch.float16)
 
 
 class SynthAVQA(Dataset):
