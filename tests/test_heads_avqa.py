@@ -15,6 +15,15 @@ VOCAB, ANSWERS, LQ = 20, 7, 8
 SMALL = AVQAHeadConfig(hidden=32, word_dim=16, heads=4)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tensors here are tiny: one intra-op thread is fastest and does not fight a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def features(batch: int = B, seed: int = 0) -> DualStreamOutput:
     gen = torch.Generator().manual_seed(seed)
     return DualStreamOutput(
