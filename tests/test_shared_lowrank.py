@@ -25,7 +25,7 @@ from avpet_core.models.shared_lowrank import (
 )
 from avpet_core.models.stems import StemConfig
 
-TINY_STEMS = StemConfig(visual_channels=(4, 8), audio_channels=(4, 8))
+TINY_STEMS = StemConfig(visual_channels=(4, 8), audio_channels=(4, 8), num_mel_bins=16)
 TINY = SharedTransformerConfig(dim=32, depth=2, heads=4, ffn_dim=64, rank=8, num_segments=4, stems=TINY_STEMS)
 
 
@@ -217,3 +217,104 @@ def test_cli_refuses_unknown_model(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["params", "--model", "bert"])
     assert exit_info.value.code == 2
+
+
+# -- pretraining and evaluation ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def few_videos():
+    from avpet_core.data.synthetic import SynthAVEConfig
+    from avpet_core.pretrain_multimodal import load_videos
+
+    return load_videos(SynthAVEConfig(num_videos=16, num_eval_videos=8, num_segments=4), "train")
+
+
+def small_model(rank=8, **changes) -> SharedMultimodalTransformer:
+    torch.manual_seed(0)
+    stems = StemConfig(visual_channels=(8, 16), audio_channels=(8, 16), num_mel_bins=64)
+    return SharedMultimodalTransformer(replace(TINY, rank=rank, stems=stems, **changes))
+
+
+def test_video_tensors_and_labels(few_videos):
+    assert few_videos.frames.shape == (16, 4, 3, 48, 48)
+    assert few_videos.audio.shape == (16, 4, 1, 64, 96)
+    # the video label is its event class if any segment is an event, else background (the last index)
+    for labels, video_label in zip(few_videos.labels, few_videos.video_labels):
+        events = labels[labels != few_videos.num_classes - 1]
+        assert video_label == (events[0] if len(events) else few_videos.num_classes - 1)
+        assert (events == video_label).all()
+
+
+def test_negative_sampling_never_picks_the_positive_and_content_aware_prefers_similar():
+    from avpet_core.pretrain_multimodal import sample_negatives
+
+    g = torch.Generator().manual_seed(0)
+    pool = torch.cat([torch.randn(1, 8).repeat(10, 1) + 0.01 * torch.randn(10, 8), torch.randn(30, 8)])  # 10 near-duplicates
+    positives = torch.arange(10)
+    counts = {}
+    for mode in ("content", "random"):
+        picks = sample_negatives(pool[positives], positives, pool, 5, mode, 0.1, g)
+        assert picks.shape == (10, 5)
+        assert not (picks == positives.unsqueeze(1)).any()
+        assert all(len(set(row.tolist())) == 5 for row in picks)
+        counts[mode] = (picks < 10).float().mean().item()  # share of negatives among the near-duplicates
+    assert counts["content"] > 0.9 > 0.5 > counts["random"]
+
+
+def test_pretraining_losses_decrease_on_a_small_run(few_videos):
+    from avpet_core.pretrain import deterministic_cpu
+    from avpet_core.pretrain_multimodal import MultimodalPretrainConfig, pretrain
+
+    with deterministic_cpu(2):
+        model = small_model()
+        history = pretrain(model, few_videos, MultimodalPretrainConfig(steps=40, batch_size=8, lr=1e-3, num_negatives=6))
+    assert set(history) >= {"mep_visual", "mep_audio", "pair", "total"}
+    first, last = (sum(history["total"][s]) / 8 for s in (slice(0, 8), slice(-8, None)))
+    assert last < first - 0.2, (first, last)
+    for name in ("mep_visual", "mep_audio"):
+        assert sum(history[name][-8:]) < sum(history[name][:8]), name
+    # and the rotations are still orthogonal after the optimiser's steps
+    for linear in (model.layers[0].q, model.layers[0].ffn_out):
+        s = linear.orthogonal(2).detach().double()
+        torch.testing.assert_close(s @ s.T, torch.eye(8, dtype=torch.float64), atol=1e-5, rtol=0)
+
+
+def test_pretraining_is_deterministic(few_videos):
+    from avpet_core.pretrain import deterministic_cpu
+    from avpet_core.pretrain_multimodal import MultimodalPretrainConfig, pretrain
+
+    runs = []
+    for _ in range(2):
+        with deterministic_cpu(2):
+            runs.append(pretrain(small_model(), few_videos, MultimodalPretrainConfig(steps=3, batch_size=4, negatives="random"))["total"])
+    assert runs[0] == runs[1]
+
+
+def test_probe_finetune_and_memory(few_videos):
+    from avpet_core.pretrain_multimodal import (
+        FinetuneConfig,
+        accuracy,
+        extract_features,
+        finetune,
+        linear_probe,
+        training_memory,
+    )
+
+    model = small_model()
+    features = extract_features(model, few_videos)
+    assert features.shape == (16, 64)
+    probe = linear_probe(features, few_videos.video_labels, features, few_videos.video_labels, few_videos.num_classes)
+    assert probe > 0.9  # 16 points in 64 dimensions: the probe can fit its own training set
+    classifier, losses = finetune(model, few_videos, FinetuneConfig(steps=3, batch_size=4))
+    assert len(losses) == 3 and 0 <= accuracy(classifier, few_videos) <= 1
+    frames, audio = few_videos.batch(torch.arange(4))
+    memory = [training_memory(classifier, frames, audio, few_videos.video_labels[:4]) for _ in range(2)]
+    assert memory[0] == memory[1] and memory[0].activations > 0
+    n = sum(p.numel() for p in classifier.parameters())
+    assert memory[0].parameters == 4 * n and memory[0].optimiser == 8 * n
+    # sharing shrinks weights, gradients and Adam state; the saved activations stay (the layer still runs L times)
+    unshared = small_model(rank=None, share_layers=False, share_modalities=False)
+    unshared_classifier, _ = finetune(unshared, few_videos, FinetuneConfig(steps=1, batch_size=4))
+    unshared_memory = training_memory(unshared_classifier, frames, audio, few_videos.video_labels[:4])
+    assert unshared_memory.parameters > memory[0].parameters

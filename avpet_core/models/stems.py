@@ -3,8 +3,8 @@
 The paper (Lee et al., ICLR 2021) feeds its Transformers with a 3D ResNet over each clip's frames
 and a 2D ResNet over each clip's log-mel spectrogram. These stems keep the two shapes — a 3D
 convolution stack over a segment's frames ``(3, F, H, W)`` and a 2D convolution stack over its
-log-mel ``(1, mel, frames)`` — but not the residual depth: a few strided convolutions, ReLU, and a
-global average pool. Widths and the temporal kernel are configuration; the CPU default is tiny,
+log-mel ``(1, mel, frames)`` — but not the residual depth: a few strided convolutions with
+BatchNorm and ReLU, and an average pool. Widths and the temporal kernel are configuration; the CPU default is tiny,
 :data:`PAPER_STEMS` is a wider, deeper stack for a GPU.
 """
 
@@ -25,11 +25,13 @@ class StemConfig:
         audio_channels: output channels of each 2D convolution over the log-mel (kernel 3).
         temporal_kernel: temporal extent of the 3D kernels; 1 where a segment has one frame
             (SynthAVE), 3 for clips of several frames.
+        num_mel_bins: mel bins of the log-mel input (SynthAVE's CPU preset: 64; the paper: 80).
     """
 
     visual_channels: tuple[int, ...] = (16, 32, 64)
     audio_channels: tuple[int, ...] = (16, 32, 64)
     temporal_kernel: int = 1
+    num_mel_bins: int = 64
 
     def __post_init__(self):
         if not self.visual_channels or not self.audio_channels:
@@ -38,7 +40,7 @@ class StemConfig:
             raise ValueError(f"temporal_kernel must be odd and positive, got {self.temporal_kernel}")
 
 
-PAPER_STEMS = StemConfig(visual_channels=(64, 128, 256, 512), audio_channels=(64, 128, 256, 512), temporal_kernel=3)
+PAPER_STEMS = StemConfig(visual_channels=(64, 128, 256, 512), audio_channels=(64, 128, 256, 512), temporal_kernel=3, num_mel_bins=80)
 """Wider four-stage stacks (512-d output) for GPU runs at the paper's sizes."""
 
 
@@ -49,7 +51,8 @@ class VisualStem(nn.Module):
         super().__init__()
         layers, channels, kt = [], 3, config.temporal_kernel
         for width in config.visual_channels:
-            layers += [nn.Conv3d(channels, width, (kt, 3, 3), stride=(1, 2, 2), padding=(kt // 2, 1, 1)), nn.ReLU()]
+            layers += [nn.Conv3d(channels, width, (kt, 3, 3), stride=(1, 2, 2), padding=(kt // 2, 1, 1), bias=False),
+                       nn.BatchNorm3d(width), nn.ReLU()]
             channels = width
         self.net = nn.Sequential(*layers)
         self.out_dim = channels
@@ -59,16 +62,23 @@ class VisualStem(nn.Module):
 
 
 class AudioStem(nn.Module):
-    """2D conv stack: ``(N, 1, mel, frames)`` log-mel of N segments -> ``(N, C)``."""
+    """2D conv stack: ``(N, 1, mel, frames)`` log-mel of N segments -> ``(N, C x mel')``.
+
+    The pool averages over time only and keeps the frequency axis (``mel' = mel / 2^stages``), so
+    the embedding still knows *where* in the spectrum the energy is — a pitch is a position.
+    """
 
     def __init__(self, config: StemConfig = StemConfig()):
         super().__init__()
         layers, channels = [], 1
         for width in config.audio_channels:
-            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
             channels = width
         self.net = nn.Sequential(*layers)
-        self.out_dim = channels
+        bins = config.num_mel_bins
+        for _ in config.audio_channels:
+            bins = (bins + 1) // 2
+        self.out_dim = channels * bins
 
     def forward(self, spectrograms: torch.Tensor) -> torch.Tensor:
-        return self.net(spectrograms).mean(dim=(2, 3))
+        return self.net(spectrograms).mean(dim=3).flatten(1)
