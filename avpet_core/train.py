@@ -1,0 +1,366 @@
+"""One training loop for every task and adapter method.
+
+``fit(model, head, task, train_set, val_set, config, run_dir)`` trains the adapters of a
+:class:`~avpet_core.models.DualStreamViT` and a task head, and leaves in ``run_dir``:
+
+* ``last.safetensors`` / ``last.json`` and ``best.safetensors`` / ``best.json`` — adapters and head
+  only (:mod:`avpet_core.checkpoints`), written atomically;
+* ``state.pt`` — what ``resume=True`` needs: optimiser, schedule, random state, epoch, history;
+* ``log.csv`` and ``log.json`` — one row of metrics per epoch.
+
+What it does, in order, each step: AdamW with one learning rate for the adapters (AV-PEA: 3e-4)
+and another for the head; linear warm-up then cosine decay; gradient-norm clipping; bf16 autocast
+on CUDA. The frozen backbone is never in the optimiser.
+
+Determinism: on CPU a run is a function of its seed. Each epoch draws its sample order from a
+generator seeded with ``(seed, epoch)`` and re-seeds the global RNG (dropout) the same way, the
+thread count is fixed and deterministic algorithms are on — so a run that is stopped and resumed
+from its last finished epoch ends with exactly the metrics of an uninterrupted run.
+
+Several processes: started with ``torchrun --nproc_per_node N``, every process builds the same
+model, takes its share of each global batch (``batch_size`` is the global batch), and
+``DistributedDataParallel`` averages the gradients (gloo on CPU, nccl on CUDA). Every process
+evaluates the full validation set (identical results); only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Dataset, default_collate
+
+from avpet_core.checkpoints import load_adapters, save_adapters
+from avpet_core.pretrain import atomic_write_bytes, ensure_writable
+
+
+class TrainingError(ValueError):
+    """A training run that cannot start or resume as asked."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (defaults: the offline CPU runs of the book).
+
+    Attributes:
+        epochs: passes over the training set.
+        batch_size: the global batch (videos or questions), split across processes.
+        adapter_lr: AdamW learning rate of the adapters (AV-PEA Sec. 4.1: 3e-4).
+        head_lr: learning rate of the task head.
+        weight_decay: AdamW weight decay (not applied to gates, norms and biases).
+        warmup_fraction: share of the steps with a linear warm-up, then cosine decay to 0.
+        grad_clip: max global gradient norm (0 disables clipping).
+        seed: everything random in the run derives from it.
+        device: ``"cpu"`` or ``"cuda"``.
+        bf16: autocast to bfloat16 on CUDA (ignored on CPU).
+        num_threads: CPU threads (fixed, for reproducible sums).
+        eval_batch_size: batch size for evaluation.
+        progress: show tqdm progress bars.
+    """
+
+    epochs: int = 4
+    batch_size: int = 16
+    adapter_lr: float = 3e-4
+    head_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    bf16: bool = True
+    num_threads: int = 2
+    eval_batch_size: int = 32
+    progress: bool = True
+
+
+class Task(Protocol):
+    """What the loop needs from a task: run the model and head on a batch, and score predictions."""
+
+    name: str
+    metric: str  # the metric that picks the best epoch (higher is better)
+
+    def forward(self, model: nn.Module, head: nn.Module, batch: dict): ...
+
+    def loss(self, head: nn.Module, output, batch: dict) -> torch.Tensor: ...
+
+    def predict(self, head: nn.Module, output) -> torch.Tensor: ...
+
+    def metrics(self, predictions: torch.Tensor, batches: list[dict]) -> dict[str, float]: ...
+
+
+class AVELTask:
+    """Audio-visual event localisation: one label per segment; metric: segment accuracy."""
+
+    name = "avel"
+    metric = "accuracy"
+
+    def forward(self, model, head, batch):
+        return head(model(batch["frames"], batch["audio"]))
+
+    def loss(self, head, output, batch):
+        return head.loss(output, batch["labels"])
+
+    def predict(self, head, output):
+        return head.predict(output)
+
+    def metrics(self, predictions, batches):
+        labels = torch.cat([b["labels"] for b in batches])
+        return {"accuracy": (predictions == labels).float().mean().item()}
+
+
+class _Trainable(nn.Module):
+    """Model + head as one module, so that DistributedDataParallel can wrap the pair."""
+
+    def __init__(self, model: nn.Module, head: nn.Module, task: Task):
+        super().__init__()
+        self.model, self.head, self.task = model, head, task
+
+    def forward(self, batch: dict):
+        return self.task.forward(self.model, self.head, batch)
+
+
+@dataclass
+class FitResult:
+    """What a run produced: per-epoch history and the best epoch's metrics."""
+
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+    run_dir: str | None = None
+
+    @property
+    def last(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def distributed_context() -> tuple[int, int]:
+    """``(rank, world_size)``; initialises the process group when started by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and os.environ.get("AVPET_DEVICE", "cpu") == "cuda" else "gloo"
+        dist.init_process_group(backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def epoch_order(length: int, seed: int, epoch: int) -> list[int]:
+    """The sample order of an epoch: a permutation determined by ``(seed, epoch)``."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(length, generator=generator).tolist()
+
+
+def batches_of(dataset: Dataset, indices: list[int], size: int):
+    for start in range(0, len(indices), size):
+        yield default_collate([dataset[i] for i in indices[start : start + size]])
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
+    """Linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to zero."""
+    warmup = max(1, int(round(total * warmup_fraction)))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def parameter_groups(model: nn.Module, head: nn.Module, config: TrainConfig) -> list[dict]:
+    """Adapters and head at their own learning rates; no weight decay on gates, norms and biases."""
+    groups = []
+    for name, module, lr in (("adapters", model.adapters, config.adapter_lr), ("head", head, config.head_lr)):
+        decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
+        groups.append({"name": f"{name}", "params": decay, "lr": lr, "weight_decay": config.weight_decay})
+        groups.append({"name": f"{name}/no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+
+def evaluate(model: nn.Module, head: nn.Module, task: Task, dataset: Dataset, config: TrainConfig) -> dict[str, float]:
+    """Metrics of ``task`` over the whole ``dataset`` (eval mode, no gradients)."""
+    device = torch.device(config.device)
+    model.eval()
+    head.eval()
+    predictions, batches = [], []
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda")
+    with torch.no_grad(), autocast:
+        for batch in batches_of(dataset, list(range(len(dataset))), config.eval_batch_size):
+            output = task.forward(model, head, to_device(batch, device))
+            predictions.append(task.predict(head, output).cpu())
+            batches.append({k: v for k, v in batch.items() if k not in ("frames", "audio")})
+    return task.metrics(torch.cat(predictions), batches)
+
+
+def fit(
+    model: nn.Module,
+    head: nn.Module,
+    task: Task,
+    train_set: Dataset,
+    val_set: Dataset,
+    config: TrainConfig = TrainConfig(),
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    metadata: dict | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> FitResult:
+    """Train ``model``'s adapters and ``head`` on ``train_set``; evaluate on ``val_set`` every epoch.
+
+    Args:
+        run_dir: where checkpoints, state and logs go (``None``: keep nothing on disk).
+        resume: continue from ``run_dir/state.pt`` (model, head, optimiser, schedule, random state,
+            epoch, history); a run interrupted mid-epoch restarts that epoch.
+        metadata: stored in every checkpoint's JSON (e.g. the experiment's name and settings).
+        on_step: called as ``on_step(epoch, step_in_epoch, loss)`` after every optimiser step.
+    """
+    rank, world = distributed_context()
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device 'cuda' was asked for, but PyTorch sees no CUDA device")
+    if config.batch_size % world:
+        raise TrainingError(f"the global batch {config.batch_size} does not split evenly over {world} processes")
+    if resume and run_dir is None:
+        raise TrainingError("resume=True needs a run directory")
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None and rank == 0:
+        ensure_writable(run_dir)
+
+    if device.type == "cpu":
+        torch.set_num_threads(config.num_threads)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    model.to(device)
+    head.to(device)
+    trainable = _Trainable(model, head, task)
+    if world > 1:
+        trainable = nn.parallel.DistributedDataParallel(trainable, device_ids=[device.index] if device.type == "cuda" else None)
+
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    optimiser = torch.optim.AdamW(parameter_groups(model, head, config))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: lr_factor(step, total_steps, config.warmup_fraction))
+    result = FitResult(run_dir=str(run_dir) if run_dir else None)
+    start_epoch = 0
+    if resume:
+        start_epoch = _restore(run_dir, model, head, optimiser, schedule, result)
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda")
+    per_rank = config.batch_size // world
+    for epoch in range(start_epoch, config.epochs):
+        torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout and any other global randomness
+        order = epoch_order(len(train_set), config.seed, epoch)
+        model.train()
+        head.train()
+        started, losses = time.perf_counter(), []
+        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", config.progress and rank == 0)
+        for step in range(steps_per_epoch):
+            global_batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+            mine = global_batch[rank * per_rank : (rank + 1) * per_rank]
+            if not mine:
+                continue
+            batch = to_device(default_collate([train_set[i] for i in mine]), device)
+            with autocast:
+                output = trainable(batch)
+                loss = task.loss(head, output, batch)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_([p for g in optimiser.param_groups for p in g["params"]], config.grad_clip)
+            optimiser.step()
+            schedule.step()
+            losses.append(_mean_over_ranks(loss.detach(), world))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if on_step is not None:
+                on_step(epoch, step, losses[-1])
+        if bar is not None:
+            bar.close()
+        metrics = evaluate(model, head, task, val_set, config)
+        row = {"epoch": epoch + 1, "train_loss": sum(losses) / max(1, len(losses)), **{f"val_{k}": v for k, v in metrics.items()},
+               "seconds": time.perf_counter() - started}
+        result.history.append(row)
+        improved = not result.best or row[f"val_{task.metric}"] > result.best[f"val_{task.metric}"]
+        if improved:
+            result.best = dict(row)
+        if run_dir is not None and rank == 0:
+            meta = {**(metadata or {}), "epoch": epoch + 1, "metrics": row}
+            save_adapters(run_dir / "last", model, head, metadata=meta)
+            if improved:
+                save_adapters(run_dir / "best", model, head, metadata=meta)
+            _save_state(run_dir, epoch + 1, optimiser, schedule, result)
+            _write_logs(run_dir, result.history)
+    return result
+
+
+def _mean_over_ranks(value: torch.Tensor, world: int) -> float:
+    if world > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= world
+    return value.item()
+
+
+def _progress(total: int, description: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, leave=False, mininterval=2.0)
+
+
+def _save_state(run_dir: Path, epoch: int, optimiser, schedule, result: FitResult) -> None:
+    state = {
+        "epoch": epoch,
+        "optimiser": optimiser.state_dict(),
+        "schedule": schedule.state_dict(),
+        "rng": torch.get_rng_state(),
+        "history": result.history,
+        "best": result.best,
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(run_dir / "state.pt", buffer.getvalue())
+
+
+def _restore(run_dir: Path, model, head, optimiser, schedule, result: FitResult) -> int:
+    state_path = run_dir / "state.pt"
+    if not state_path.is_file():
+        raise TrainingError(f"{state_path}: nothing to resume from (no state file)")
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several types for a torn or foreign file
+        raise TrainingError(f"{state_path}: cannot read the training state ({err})") from err
+    load_adapters(run_dir / "last", model, head)
+    optimiser.load_state_dict(state["optimiser"])
+    schedule.load_state_dict(state["schedule"])
+    torch.set_rng_state(state["rng"])
+    result.history = list(state["history"])
+    result.best = dict(state["best"])
+    return int(state["epoch"])
+
+
+def _write_logs(run_dir: Path, history: list[dict]) -> None:
+    atomic_write_bytes(run_dir / "log.json", json.dumps(history, indent=2).encode())
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_bytes(run_dir / "log.csv", text.getvalue().encode())

@@ -1,0 +1,112 @@
+"""The training loop: determinism, exact resume after an interruption, logs and checkpoints, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from avpet_core.checkpoints import load_adapters
+from avpet_core.data.synthetic import SynthAVE, SynthAVEConfig
+from avpet_core.heads import SegmentClassifier
+from avpet_core.models import build_dual_stream
+from avpet_core.train import AVELTask, TrainConfig, TrainingError, epoch_order, fit, lr_factor
+
+DATA = SynthAVEConfig(num_videos=8, num_eval_videos=4)
+CONFIG = TrainConfig(epochs=3, batch_size=4, adapter_lr=1e-2, head_lr=1e-2, progress=False, eval_batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return SynthAVE(DATA, "train", cache="memory"), SynthAVE(DATA, "val", cache="memory")
+
+
+def fresh(adapter_seed: int | None = None):
+    """The same frozen (random) micro-ViT every time; adapters and head re-drawn if ``adapter_seed`` is given."""
+    torch.manual_seed(0)
+    model = build_dual_stream("micro_vit", "avpea", "both")  # the loop is tested, not the accuracy
+    head = SegmentClassifier(model.embed_dim, DATA.num_classes + 1, hidden=32)
+    if adapter_seed is not None:
+        torch.manual_seed(adapter_seed)
+        with torch.no_grad():
+            for p in list(model.adapters.parameters()) + list(head.parameters()):
+                p.normal_(0, 0.1)
+    return model, head
+
+
+def without_time(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def test_a_run_is_a_function_of_its_seed_and_writes_its_files(tmp_path, splits):
+    model, head = fresh()
+    short = TrainConfig(**{**CONFIG.__dict__, "epochs": 2})
+    first = fit(model, head, AVELTask(), *splits, short, tmp_path / "a", metadata={"experiment": "test"})
+    again = fit(*fresh(), AVELTask(), *splits, short, tmp_path / "b")
+    assert without_time(first.history) == without_time(again.history)
+    assert [row["epoch"] for row in first.history] == [1, 2]
+    assert first.history[-1]["train_loss"] < first.history[0]["train_loss"]
+
+    run = tmp_path / "a"
+    assert {p.name for p in run.iterdir()} >= {"last.safetensors", "last.json", "best.safetensors", "best.json", "state.pt", "log.csv", "log.json"}
+    assert without_time(json.loads((run / "log.json").read_text())) == without_time(first.history)
+    assert (run / "log.csv").read_text().splitlines()[0].startswith("epoch,train_loss,val_accuracy")
+    best = json.loads((run / "best.json").read_text())["metadata"]
+    assert best["experiment"] == "test" and best["metrics"]["val_accuracy"] == first.best["val_accuracy"]
+
+    reloaded, reloaded_head = fresh(adapter_seed=1)
+    load_adapters(run / "last", reloaded, reloaded_head)
+    for a, b in zip(list(model.adapters.parameters()) + list(head.parameters()), list(reloaded.adapters.parameters()) + list(reloaded_head.parameters())):
+        assert torch.equal(a.cpu(), b)
+
+
+def test_only_adapters_and_head_change(splits):
+    model, head = fresh()
+    backbone = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    gates = [a.h.item() for a in model.adapters["audio"].modules() if hasattr(a, "h")]
+    fit(model, head, AVELTask(), *splits, TrainConfig(**{**CONFIG.__dict__, "epochs": 1}))
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in backbone.items())
+    assert gates == [0.0] * 4 and all(a.h.item() != 0.0 for a in model.adapters["audio"].modules() if hasattr(a, "h"))
+
+
+def test_resume_after_an_interruption_ends_exactly_like_an_uninterrupted_run(tmp_path, splits):
+    reference = fit(*fresh(), AVELTask(), *splits, CONFIG, tmp_path / "ref")
+
+    def interrupt(epoch, step, loss):
+        if epoch == 1 and step == 1:  # in the middle of the second epoch
+            raise KeyboardInterrupt
+
+    model, head = fresh()
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, head, AVELTask(), *splits, CONFIG, tmp_path / "run", on_step=interrupt)
+    assert len(json.loads((tmp_path / "run" / "log.json").read_text())) == 1  # epoch 1 was kept
+
+    model, head = fresh(adapter_seed=7)  # a new process: other adapter and head weights, which resume replaces
+    resumed = fit(model, head, AVELTask(), *splits, CONFIG, tmp_path / "run", resume=True)
+    assert without_time(resumed.history) == without_time(reference.history)
+    assert without_time([resumed.best]) == without_time([reference.best])
+
+
+def test_schedule_and_order():
+    total = 100
+    factors = [lr_factor(step, total, 0.1) for step in range(total)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:])) and factors[-1] < 0.01
+    assert epoch_order(10, 0, 0) == epoch_order(10, 0, 0) != epoch_order(10, 0, 1)
+    assert sorted(epoch_order(10, 3, 2)) == list(range(10))
+
+
+def test_clear_errors(tmp_path, splits):
+    model, head = fresh()
+    with pytest.raises(TrainingError, match="nothing to resume from"):
+        fit(model, head, AVELTask(), *splits, CONFIG, tmp_path / "empty", resume=True)
+    with pytest.raises(TrainingError, match="needs a run directory"):
+        fit(model, head, AVELTask(), *splits, CONFIG, None, resume=True)
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="no CUDA device"):
+            fit(model, head, AVELTask(), *splits, TrainConfig(device="cuda"))
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "state.pt").write_bytes(b"not a state")
+    with pytest.raises(TrainingError, match=r"state\.pt: cannot read the training state"):
+        fit(model, head, AVELTask(), *splits, CONFIG, tmp_path / "torn", resume=True)
