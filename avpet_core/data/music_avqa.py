@@ -219,44 +219,19 @@ MediaSource = Callable[[str], tuple[torch.Tensor, torch.Tensor]]
 """``video_id -> (frames (T, 3, H, W) float32 in [0, 1], audio (T, 3, mel, frames))``."""
 
 
-class MusicAVQA(Dataset):
-    """Questions from a MUSIC-AVQA-format JSON file with their video's frames and audio.
+class AVQAItems(Dataset):
+    """Items of an AVQA-style dataset, shared by :class:`MusicAVQA` and SynthAVQA.
 
-    Args:
-        questions_json: the split's question file (``avqa-train.json``, ... or SynthAVQA's export).
-        media: ``video_id -> (frames, audio)``, e.g. :class:`VideoFolderMedia` or
-            :class:`avpet_core.data.synthetic.SynthAVQAMedia`.
-        vocab: the train split's :class:`AVQAVocab`; ``None`` builds it from this file (pass
-            ``None`` for the train split and ``train.vocab`` for val/test).
-        max_question_length: question ids are padded (with 0) or cut to this many tokens.
-        drop_deleted: leave out questions with ``question_deleted`` set.
-
-    Items: ``frames`` float32 ``(T, 3, H, W)`` in ``[0, 1]``; ``audio`` float32 ``(T, 3, mel,
-    frames)``; ``question`` int64 ``(max_question_length,)``; ``question_length`` int64 scalar;
-    ``answer`` int64 scalar (index into ``vocab.answers``); ``type`` int64 scalar (index into
-    :data:`QUESTION_TYPES`); ``question_id`` int64 scalar; ``video_id`` str. PyTorch's default
-    collate function batches them.
+    A subclass sets ``questions`` (:class:`AVQAQuestion` list), ``vocab``, ``answer_ids``,
+    ``media`` and ``max_question_length``; this class turns question ``index`` into an item.
     """
 
     types = QUESTION_TYPES
-
-    def __init__(
-        self,
-        questions_json: str | Path,
-        media: MediaSource,
-        *,
-        vocab: AVQAVocab | None = None,
-        max_question_length: int = MAX_QUESTION_LENGTH,
-        drop_deleted: bool = True,
-    ):
-        self.path = Path(questions_json)
-        self.questions = read_questions(self.path, drop_deleted=drop_deleted)
-        self.vocab = vocab if vocab is not None else AVQAVocab.from_questions(self.questions)
-        self.media = media
-        self.max_question_length = max_question_length
-        # Check every answer now, so a bad file fails at construction with its question named.
-        self.answer_ids = [self.vocab.answer_index(q.answer, where=q.where) for q in self.questions]
-        self.type_counts = Counter(type_name(q.type_index) for q in self.questions)
+    questions: list
+    vocab: "AVQAVocab"
+    answer_ids: list[int]
+    media: "MediaSource"
+    max_question_length: int
 
     @property
     def answer_vocab(self) -> tuple[str, ...]:
@@ -288,6 +263,43 @@ class MusicAVQA(Dataset):
             "video_id": question.video_id,
         }
 
+
+class MusicAVQA(AVQAItems):
+    """Questions from a MUSIC-AVQA-format JSON file with their video's frames and audio.
+
+    Args:
+        questions_json: the split's question file (``avqa-train.json``, ... or SynthAVQA's export).
+        media: ``video_id -> (frames, audio)``, e.g. :class:`VideoFolderMedia` or
+            :class:`avpet_core.data.synthetic.SynthAVQAMedia`.
+        vocab: the train split's :class:`AVQAVocab`; ``None`` builds it from this file (pass
+            ``None`` for the train split and ``train.vocab`` for val/test).
+        max_question_length: question ids are padded (with 0) or cut to this many tokens.
+        drop_deleted: leave out questions with ``question_deleted`` set.
+
+    Items: ``frames`` float32 ``(T, 3, H, W)`` in ``[0, 1]``; ``audio`` float32 ``(T, 3, mel,
+    frames)``; ``question`` int64 ``(max_question_length,)``; ``question_length`` int64 scalar;
+    ``answer`` int64 scalar (index into ``vocab.answers``); ``type`` int64 scalar (index into
+    :data:`QUESTION_TYPES`); ``question_id`` int64 scalar; ``video_id`` str. PyTorch's default
+    collate function batches them.
+    """
+
+    def __init__(
+        self,
+        questions_json: str | Path,
+        media: MediaSource,
+        *,
+        vocab: AVQAVocab | None = None,
+        max_question_length: int = MAX_QUESTION_LENGTH,
+        drop_deleted: bool = True,
+    ):
+        self.path = Path(questions_json)
+        self.questions = read_questions(self.path, drop_deleted=drop_deleted)
+        self.vocab = vocab if vocab is not None else AVQAVocab.from_questions(self.questions)
+        self.media = media
+        self.max_question_length = max_question_length
+        # Check every answer now, so a bad file fails at construction with its question named.
+        self.answer_ids = [self.vocab.answer_index(q.answer, where=q.where) for q in self.questions]
+        self.type_counts = Counter(type_name(q.type_index) for q in self.questions)
 
 def accuracy_by_type(correct: torch.Tensor, types: torch.Tensor) -> dict[str, float]:
     """Accuracy per question type, per group and overall (the columns of MUSIC-AVQA's Table 2).

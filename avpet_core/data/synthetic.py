@@ -66,6 +66,7 @@ from torch.utils.data import Dataset
 from avpet_core.audio import FbankConfig
 from avpet_core.data.media import DatasetFormatError, segment_fbank_images
 from avpet_core.data.music_avqa import (
+    AVQAItems,
     MAX_QUESTION_LENGTH,
     QUESTION_TYPES,
     AVQAQuestion,
@@ -839,7 +840,7 @@ class SynthAVQAMedia:
         return frames, audio[:, :1].to(torch.float16)
 
 
-class SynthAVQA(Dataset):
+class SynthAVQA(AVQAItems):
     """SynthAVQA questions as a ``Dataset`` of AVQA-style items (the same as :class:`~avpet_core.data.music_avqa.MusicAVQA`'s).
 
     Args:
@@ -854,8 +855,6 @@ class SynthAVQA(Dataset):
     ``video_id``. ``questions`` holds the parsed questions and ``scenes`` their ground truth.
     """
 
-    types = QUESTION_TYPES
-
     def __init__(self, config: SynthAVQAConfig = SynthAVQAConfig(), split: str = "train", *, vocab: AVQAVocab | None = None):
         _check_split(split)
         self.config, self.split = config, split
@@ -867,6 +866,7 @@ class SynthAVQA(Dataset):
         self.answer_ids = [vocab.answer_index(q.answer, where=q.where) for q in self.questions]
         self.type_counts = Counter(type_name(q.type_index) for q in self.questions)
         self.media = SynthAVQAMedia(config)
+        self.max_question_length = config.max_question_length
 
     def _make_questions(self, split: str) -> tuple[list[Scene], list[AVQAQuestion], list[list[str]]]:
         scenes, questions, templ_values = [], [], []
@@ -889,36 +889,6 @@ class SynthAVQA(Dataset):
                 )
                 templ_values.append(values)
         return scenes, questions, templ_values
-
-    @property
-    def answer_vocab(self) -> tuple[str, ...]:
-        return self.vocab.answers
-
-    @property
-    def question_vocab(self) -> tuple[str, ...]:
-        return self.vocab.question_tokens
-
-    @property
-    def num_answers(self) -> int:
-        return len(self.vocab.answers)
-
-    def __len__(self) -> int:
-        return len(self.questions)
-
-    def __getitem__(self, index: int) -> dict:
-        question = self.questions[index]
-        frames, audio = self.media(question.video_id)
-        ids, length = self.vocab.encode_question(question.question, self.config.max_question_length)
-        return {
-            "frames": frames,
-            "audio": audio,
-            "question": ids,
-            "question_length": torch.tensor(length, dtype=torch.int64),
-            "answer": torch.tensor(self.answer_ids[index], dtype=torch.int64),
-            "type": torch.tensor(question.type_index, dtype=torch.int64),
-            "question_id": torch.tensor(question.question_id, dtype=torch.int64),
-            "video_id": question.video_id,
-        }
 
     def music_avqa_records(self) -> list[dict]:
         """The questions as MUSIC-AVQA JSON objects (``type`` and ``templ_values`` as JSON strings, ``anser`` sic)."""
