@@ -1,4 +1,4 @@
-"""Models built around frozen backbones."""
+"""Models built around frozen backbones (dual_stream) and the shared low-rank multimodal Transformer."""
 
 from avpet_core.models.dual_stream import (
     PLACEMENTS,
@@ -9,8 +9,20 @@ from avpet_core.models.dual_stream import (
     DualStreamViT,
     build_dual_stream,
 )
+from avpet_core.models.shared_lowrank import (
+    PAPER_TRANSFORMER,
+    FactorisedLinear,
+    SharedMultimodalTransformer,
+    SharedTransformerConfig,
+    build_shared_transformer,
+    closed_form_transformer_parameters,
+    sharing_variants,
+    transformer_parameter_table,
+)
 
 __all__ = [
-    "PLACEMENTS", "STREAMS", "DualStreamConfig", "DualStreamError", "DualStreamOutput", "DualStreamViT",
-    "build_dual_stream",
+    "PAPER_TRANSFORMER", "PLACEMENTS", "STREAMS", "DualStreamConfig", "DualStreamError", "DualStreamOutput",
+    "DualStreamViT", "FactorisedLinear", "SharedMultimodalTransformer", "SharedTransformerConfig",
+    "build_dual_stream", "build_shared_transformer", "closed_form_transformer_parameters", "sharing_variants",
+    "transformer_parameter_table",
 ]
