@@ -4,6 +4,9 @@
     avpet params   [--backbone NAME] [--adapter {avpea,lavish,houlsby,none}] [--streams {none,audio,visual,both}]
                    [--preset {ave,avqa}] [--json]  parameter counts, built without weights (nothing is downloaded)
     avpet params   --model shared-lowrank [--json]  the shared low-rank multimodal Transformer's sharing table
+    avpet train    --experiment NAME [--backbone NAME] [--pretrained | --random-weights] [--data {synth,ave}]
+                   [--data-root DIR] [--device cpu|cuda] [--epochs N] [--seed N] [--run-dir DIR] [--resume] [--json]
+    avpet reproduce {table1,table4} [the same settings] [--json]   every row of a table, ours beside the paper's
     avpet pretrain [--retrain] [--json]            train-or-load the offline micro-ViT, report its accuracy
 
 Errors print one line on stderr and exit with status 2; ``--json`` prints one JSON document on stdout.
@@ -38,6 +41,20 @@ def _parser() -> argparse.ArgumentParser:
     params.add_argument("--preset", choices=sorted(LAVISH_PRESETS), help="LAVISH preset (default ave)")
     params.add_argument("--json", action="store_true", help="print one JSON object")
     params.set_defaults(run=_params)
+
+    from avpet_core.experiments import EXPERIMENTS, TABLES
+
+    train = commands.add_parser("train", help="train one named experiment (a row of a reproduced table)")
+    train.add_argument("--experiment", required=True, choices=sorted(EXPERIMENTS), help="the row to train")
+    _run_settings_arguments(train)
+    train.add_argument("--run-dir", help="keep checkpoints, state and logs here (needed for --resume)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    train.set_defaults(run=_train)
+
+    reproduce = commands.add_parser("reproduce", help="train every row of a table and print it beside the paper's")
+    reproduce.add_argument("table", choices=sorted(TABLES))
+    _run_settings_arguments(reproduce)
+    reproduce.set_defaults(run=_reproduce)
 
     pretrain = commands.add_parser("pretrain", help="train-or-load the micro-ViT on procedural images")
     pretrain.add_argument("--retrain", action="store_true", help="train again even if a cached model exists")
@@ -114,6 +131,50 @@ def _backbone_dims(name: str) -> dict:
     with torch.device("meta"):
         vit = create_backbone(name)
     return {"embed_dim": vit.embed_dim, "depth": len(vit.blocks)}
+
+
+def _run_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", default=MICRO_VIT, help=f"timm ViT name or {MICRO_VIT!r} (default)")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument("--pretrained", action="store_true", help="timm's pretrained weights (downloads; the micro-ViT is always pretrained offline)")
+    weights.add_argument("--random-weights", action="store_true", help="no pretrained weights (tests, timing)")
+    weights.add_argument("--weights-file", help="a local weights file for the backbone")
+    parser.add_argument("--data", default="synth", choices=["synth", "ave"], help="SynthAVE (default) or AVE from --data-root")
+    parser.add_argument("--data-root", help="dataset directory (for --data ave)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--epochs", type=int, help="override the experiment's number of epochs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _settings(args: argparse.Namespace):
+    from avpet_core.experiments import RunSettings
+
+    pretrained = not args.random_weights if args.backbone == MICRO_VIT else args.pretrained
+    return RunSettings(backbone=args.backbone, pretrained=pretrained and args.weights_file is None,
+                       weights_file=args.weights_file, data=args.data, data_root=args.data_root, device=args.device,
+                       epochs=args.epochs, seed=args.seed, progress=not args.json)
+
+
+def _train(args: argparse.Namespace) -> dict:
+    from avpet_core.experiments import run_experiment
+
+    result = run_experiment(args.experiment, _settings(args), args.run_dir, resume=args.resume)
+    row = result.row()
+    if not args.json:
+        for epoch in row["history"]:
+            print(f"epoch {epoch['epoch']}: train loss {epoch['train_loss']:.3f}, val accuracy {epoch['val_accuracy']:.3f}")
+        print(f"{row['label']}: test accuracy {row['test_accuracy']:.3f} ({row['ours_setting']}); paper {row['paper']}% ({row['paper_setting']})")
+    return row
+
+
+def _reproduce(args: argparse.Namespace) -> dict:
+    from avpet_core.experiments import format_table, reproduce
+
+    results = reproduce(args.table, _settings(args))
+    if not args.json:
+        print(format_table(results))
+    return {"table": args.table, "rows": [r.row() for r in results]}
 
 
 def _pretrain(args: argparse.Namespace) -> dict:
