@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import avpet_core
@@ -161,7 +162,7 @@ def _train(args: argparse.Namespace) -> dict:
 
     result = run_experiment(args.experiment, _settings(args), args.run_dir, resume=args.resume)
     row = result.row()
-    if not args.json:
+    if not args.json and result.test:
         for epoch in row["history"]:
             print(f"epoch {epoch['epoch']}: train loss {epoch['train_loss']:.3f}, val accuracy {epoch['val_accuracy']:.3f}")
         print(f"{row['label']}: test accuracy {row['test_accuracy']:.3f} ({row['ours_setting']}); paper {row['paper']}% ({row['paper_setting']})")
@@ -172,7 +173,7 @@ def _reproduce(args: argparse.Namespace) -> dict:
     from avpet_core.experiments import format_table, reproduce
 
     results = reproduce(args.table, _settings(args))
-    if not args.json:
+    if not args.json and all(r.test for r in results):
         print(format_table(results))
     return {"table": args.table, "rows": [r.row() for r in results]}
 
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BackboneError, ValueError, OSError) as err:
         print(f"avpet {args.command}: error: {err}", file=sys.stderr)
         return 2
-    if args.json:
+    if args.json and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(json.dumps(result, indent=2))
     return 0
 

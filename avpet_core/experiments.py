@@ -27,7 +27,7 @@ from avpet_core.checkpoints import load_adapters
 from avpet_core.data.synthetic import SYNTH_AVE_VITB, SynthAVE, SynthAVEConfig
 from avpet_core.heads import CMBSHead, CMBSHeadConfig, SegmentClassifier
 from avpet_core.models import build_dual_stream
-from avpet_core.train import AVELTask, FitResult, TrainConfig, evaluate, fit
+from avpet_core.train import AVELTask, FitResult, TrainConfig, distributed_context, evaluate, fit
 
 OFFLINE_DATA = SynthAVEConfig(num_videos=160, num_eval_videos=80)
 """SynthAVE as the offline AVEL runs use it: 160 training videos, 80 each for validation and test."""
@@ -119,6 +119,7 @@ class ExperimentResult:
     adapter: int = 0
 
     def row(self) -> dict:
+        """The row as JSON-ready values (``test_accuracy`` is ``None`` on ranks other than 0)."""
         return {
             "name": self.experiment.name,
             "label": self.experiment.label,
@@ -185,6 +186,8 @@ def run_experiment(
         directory = Path(run_dir) if run_dir is not None else Path(scratch)
         result = fit(model, head, AVELTask(), train_set, val_set, training, directory, resume=resume,
                      metadata={"experiment": experiment.name, "settings": settings.__dict__})
+        if distributed_context()[0] != 0:  # under torchrun only rank 0 wrote the checkpoints and reports
+            return ExperimentResult(experiment, settings, result)
         load_adapters(directory / "best", model, head)
     test = evaluate(model, head, AVELTask(), test_set, training)
     counts = count_adapted(model, head)
