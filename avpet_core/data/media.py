@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avpet_core.audio import AudioInputError, FbankConfig, audio_to_image, prepare_waveform
+from avpet_core.audio import AudioInputError, FbankConfig, audio_to_image, load_audio, prepare_waveform
 
 SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 """Audio files read with ``soundfile``; anything else is opened as a container with PyAV."""
@@ -183,17 +183,11 @@ def _read_container_audio(path: Path) -> tuple[torch.Tensor, int]:
 
 
 def _read_soundfile(path: Path) -> tuple[torch.Tensor, int]:
-    import soundfile
-
-    if not path.is_file():
-        raise MediaDecodeError(f"{path}: audio file not found")
+    """:func:`avpet_core.audio.load_audio`, with its errors as :class:`MediaDecodeError`."""
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.LibsndfileError) as err:
-        raise MediaDecodeError(f"{path}: cannot decode audio ({_first_line(err)})") from err
-    if data.shape[0] == 0:
-        raise MediaDecodeError(f"{path}: the audio is empty (0 samples)")
-    return torch.from_numpy(data.T.copy()), int(rate)
+        return load_audio(path)
+    except AudioInputError as err:
+        raise MediaDecodeError(str(err)) from err
 
 
 def decode_audio(path: str | Path, *, start: float = 0.0, end: float | None = None) -> tuple[torch.Tensor, int]:
