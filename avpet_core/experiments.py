@@ -170,14 +170,19 @@ def run_experiment(
     run_dir: str | Path | None = None,
     *,
     resume: bool = False,
+    splits: tuple | None = None,
 ) -> ExperimentResult:
-    """Train one row and evaluate its best epoch on the test split."""
+    """Train one row and evaluate its best epoch on the test split.
+
+    ``splits`` — ``(train, val, test)`` already built by :func:`datasets` for this experiment and
+    settings — lets the rows of a table share their data instead of generating it again.
+    """
     from avpet_core.params import count_adapted
 
     experiment = get_experiment(experiment) if isinstance(experiment, str) else experiment
     if resume and run_dir is None:
         raise ExperimentError("resuming needs the run directory of the run (--run-dir)")
-    train_set, val_set, test_set = datasets(experiment, settings)
+    train_set, val_set, test_set = splits if splits is not None else datasets(experiment, settings)
     model, head = build(experiment, settings, train_set.num_classes)
     base = experiment.training if settings.device == "cpu" else replace(PAPER_TRAINING, epochs=experiment.training.epochs)
     training = replace(base, device=settings.device, seed=settings.seed, progress=settings.progress,
@@ -198,7 +203,13 @@ def reproduce(table: str, settings: RunSettings = RunSettings()) -> list[Experim
     """Run every row of ``table`` (``"table4"``, ``"table1"``) with the same settings."""
     if table not in TABLES:
         raise ExperimentError(f"unknown table {table!r}; choose one of {sorted(TABLES)}")
-    return [run_experiment(name, settings) for name in TABLES[table]]
+    results, shared = [], {}
+    for name in TABLES[table]:
+        experiment = get_experiment(name)
+        if experiment.data not in shared:  # rows with the same data reuse its (memory-cached) splits
+            shared[experiment.data] = datasets(experiment, settings)
+        results.append(run_experiment(experiment, settings, splits=shared[experiment.data]))
+    return results
 
 
 def format_table(results: list[ExperimentResult]) -> str:
