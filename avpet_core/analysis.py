@@ -1,0 +1,144 @@
+"""Looking inside a trained AVEL model: gates over training, per-segment predictions, confusion
+matrices and modality controls.
+
+These are the measurements of chapters 05 and 06:
+
+* :class:`GateRecorder` — an ``on_step`` callback for :func:`avpet_core.train.fit` that records
+  every scalar gate of every adapter after each optimiser step. For AV-PEA these are ``g`` (the
+  CLS cross-attention, eqs. 7-8) and ``h`` (the bottleneck, eqs. 5-6); both start at zero, so
+  their trajectories show where in the network training opens each channel.
+* :func:`predict_segments` — predictions and labels of a whole dataset, ``(videos, T)`` each.
+* :func:`confusion_matrix` — counts of (true, predicted) label pairs.
+* :class:`ModalityControl` — a dataset wrapper that replaces the audio by silence or the frames by
+  a blank image, so that a trained model can be asked how much it relies on each modality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from avpet_core.audio import FbankConfig, audio_to_image
+
+
+def adapter_gates(model: nn.Module) -> dict[tuple[str, str, str], torch.Tensor]:
+    """Every scalar gate of a :class:`~avpet_core.models.DualStreamViT`'s adapters, per block.
+
+    Returns ``{(stream, site, gate): values}`` where ``values`` is a float tensor ``(depth,)`` —
+    e.g. ``("audio", "attn", "g")`` holds AV-PEA's cross-attention gate of the audio stream in every
+    block. Streams without adapters are absent; an unadapted model gives ``{}``.
+    """
+    gates: dict[tuple[str, str, str], list[float]] = {}
+    for stream, blocks in model.adapters.items():
+        for sites in blocks:
+            for site, adapter in sites.items():
+                for name, value in adapter.gates().items():
+                    gates.setdefault((stream, site, name), []).append(float(value.detach()))
+    return {key: torch.tensor(values) for key, values in gates.items()}
+
+
+@dataclass
+class GateRecorder:
+    """``on_step`` callback of :func:`~avpet_core.train.fit`: the gates after every optimiser step.
+
+    ``recorder = GateRecorder(model); fit(..., on_step=recorder)``; then ``recorder.trajectory(key)``
+    is ``(steps + 1, depth)`` — row 0 is the value before training (zero for every gate of the
+    adapters in this library), row ``i`` the value after step ``i``.
+    """
+
+    model: nn.Module
+    steps: list[tuple[int, int]] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    values: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.values.append(adapter_gates(self.model))
+
+    def __call__(self, epoch: int, step: int, loss: float) -> None:
+        self.steps.append((epoch, step))
+        self.losses.append(loss)
+        self.values.append(adapter_gates(self.model))
+
+    @property
+    def keys(self) -> list[tuple[str, str, str]]:
+        return list(self.values[0])
+
+    def trajectory(self, key: tuple[str, str, str]) -> torch.Tensor:
+        """``(steps + 1, depth)`` values of one gate in every block."""
+        if key not in self.values[0]:
+            raise KeyError(f"no gate {key}; the model's gates are {self.keys}")
+        return torch.stack([v[key] for v in self.values])
+
+
+@torch.no_grad()
+def predict_segments(model: nn.Module, head: nn.Module, dataset: Dataset, *, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(predictions, labels)``, each ``(videos, T)``, of an AVEL model over a whole dataset (eval mode)."""
+    from avpet_core.train import batches_of  # the loop's batching, so the order is the dataset's
+
+    model.eval()
+    head.eval()
+    device = next(head.parameters()).device
+    predictions, labels = [], []
+    for batch in batches_of(dataset, list(range(len(dataset))), batch_size):
+        output = head(model(batch["frames"].to(device), batch["audio"].to(device)))
+        predictions.append(head.predict(output).cpu())
+        labels.append(batch["labels"])
+    return torch.cat(predictions), torch.cat(labels)
+
+
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(num_classes, num_classes)`` counts; row = true label, column = predicted label."""
+    predictions, labels = predictions.flatten().long(), labels.flatten().long()
+    if predictions.shape != labels.shape:
+        raise ValueError(f"{predictions.numel()} predictions for {labels.numel()} labels")
+    for name, values in (("prediction", predictions), ("label", labels)):
+        if values.numel() and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"a {name} lies outside [0, {num_classes}): {values.min().item()}..{values.max().item()}")
+    return torch.bincount(labels * num_classes + predictions, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def silent_audio_image(fbank: FbankConfig, seconds: float = 1.0) -> torch.Tensor:
+    """The spectrogram image ``(3, mel, frames)`` of ``seconds`` of digital silence under ``fbank``."""
+    return audio_to_image(torch.zeros(int(round(seconds * fbank.sample_rate))), fbank.sample_rate, fbank)
+
+
+MODALITY_CONTROLS = ("none", "silence", "blank")
+
+
+class ModalityControl(Dataset):
+    """``dataset`` with one modality removed: ``"silence"`` replaces every segment's spectrogram by
+    that of silence, ``"blank"`` every frame by a black image, ``"none"`` changes nothing.
+
+    Args:
+        dataset: an AVEL dataset (items with ``frames``, ``audio``, ``labels``).
+        remove: ``"none"``, ``"silence"`` or ``"blank"``.
+        fbank: the spectrogram settings the dataset's audio was made with (needed for silence;
+            :class:`~avpet_core.data.synthetic.SynthAVE` datasets carry it in ``config.fbank``).
+    """
+
+    def __init__(self, dataset: Dataset, remove: str, fbank: FbankConfig | None = None):
+        if remove not in MODALITY_CONTROLS:
+            raise ValueError(f"remove must be one of {MODALITY_CONTROLS}, got {remove!r}")
+        if remove == "silence" and fbank is None:
+            fbank = getattr(getattr(dataset, "config", None), "fbank", None)
+            if fbank is None:
+                raise ValueError("replacing the audio by silence needs the dataset's FbankConfig (fbank=...)")
+        self.dataset, self.remove = dataset, remove
+        self.silence = silent_audio_image(fbank) if remove == "silence" else None
+        for name in ("num_classes", "background_index", "class_names"):
+            if hasattr(dataset, name):
+                setattr(self, name, getattr(dataset, name))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.dataset[index])
+        if self.remove == "silence":
+            item["audio"] = self.silence[:1].expand_as(item["audio"]).clone()  # channels are copies
+        elif self.remove == "blank":
+            item["frames"] = torch.zeros_like(item["frames"])
+        return item
