@@ -41,6 +41,7 @@ from torch import nn
 from torch.utils.data import Dataset, default_collate
 
 from avpet_core.checkpoints import load_adapters, save_adapters
+from avpet_core.data.music_avqa import GROUPS, QUESTION_TYPES, accuracy_by_type, type_name
 from avpet_core.pretrain import atomic_write_bytes, ensure_writable
 
 
@@ -116,6 +117,91 @@ class AVELTask:
     def metrics(self, predictions, batches):
         labels = torch.cat([b["labels"] for b in batches])
         return {"accuracy": (predictions == labels).float().mean().item()}
+
+
+def avqa_metric_key(column: str) -> str:
+    """A Table 2 column as a log-friendly key: ``"Audio-Visual/Counting" -> "audio_visual_counting"``."""
+    return column.lower().replace("-", "_").replace("/", "_")
+
+
+AVQA_COLUMNS: tuple[str, ...] = (*(type_name(i) for i in range(len(QUESTION_TYPES))), *GROUPS)
+"""The nine question types (``"Audio/Counting"``, ...) and the three groups, in Table 2's order."""
+
+AVQA_METRIC_KEYS: dict[str, str] = {
+    "overall": "accuracy",
+    **{column: avqa_metric_key(column) for column in AVQA_COLUMNS},
+    "group mean": "group_mean",
+}
+"""Column name -> metric key of :meth:`AVQATask.metrics` (``"overall"`` is ``"accuracy"``)."""
+
+
+class AVQATask:
+    """Audio-visual question answering (MUSIC-AVQA): one answer per question about a video.
+
+    The model runs on the video, the head (:class:`~avpet_core.heads.AVSTHead`) reads its tokens
+    together with the question; the loss is the head's ``CE(answer) + 0.5 CE(match)``. The metric
+    that picks the best epoch, ``"accuracy"``, is the accuracy over all questions. :meth:`metrics`
+    also gives the columns of MUSIC-AVQA's and AV-PEA's Table 2 (Sec. 4.2), under keys fit for a
+    CSV header (:data:`AVQA_METRIC_KEYS`):
+
+    * one accuracy per question type, e.g. ``"audio_visual_temporal"``;
+    * one per group: ``"audio"``, ``"visual"``, ``"audio_visual"``;
+    * ``"group_mean"``, the unweighted mean of the three group accuracies — what AV-PEA's Table 2
+      prints as "Avg" (for every row of that table, Avg equals the mean of its Audio, Visual and
+      Audio-Visual columns, not the accuracy over all questions).
+
+    A type or group without questions in the evaluated set gets ``None`` (the keys stay the same
+    from epoch to epoch, so the CSV log keeps one header).
+    """
+
+    name = "avqa"
+    metric = "accuracy"
+
+    def forward(self, model, head, batch):
+        return head(model(batch["frames"], batch["audio"]), batch["question"], batch["question_length"])
+
+    def loss(self, head, output, batch):
+        return head.loss(output, batch)
+
+    def predict(self, head, output):
+        return head.predict(output)
+
+    def metrics(self, predictions, batches):
+        answers = torch.cat([b["answer"].flatten() for b in batches])
+        types = torch.cat([b["type"].flatten() for b in batches])
+        return avqa_metrics(predictions.flatten() == answers, types)
+
+
+def avqa_metrics(correct: torch.Tensor, types: torch.Tensor) -> dict[str, float | None]:
+    """Overall accuracy, then Table 2's columns (:class:`AVQATask`) from per-question correctness."""
+    table = accuracy_by_type(correct, types)
+    result: dict[str, float | None] = {"accuracy": table.get("overall")}
+    for column in AVQA_COLUMNS:
+        result[avqa_metric_key(column)] = table.get(column)
+    groups = [table[g] for g in GROUPS if g in table]
+    result["group_mean"] = sum(groups) / len(groups) if len(groups) == len(GROUPS) else None
+    return result
+
+
+def majority_answer_metrics(train_set, eval_set, *, per_type: bool = False) -> dict[str, float | None]:
+    """:class:`AVQATask`'s metrics of answering every question of ``eval_set`` with the most frequent train answer.
+
+    ``per_type=True`` takes the most frequent train answer of the question's type instead (a prior
+    that reads the question's type, not the video). Only the answers are read, no media. Ties go
+    to the answer with the lower index.
+    """
+    train_answers = torch.tensor(train_set.answer_ids, dtype=torch.int64)
+    train_types = torch.tensor([q.type_index for q in train_set.questions], dtype=torch.int64)
+    answers = torch.tensor(eval_set.answer_ids, dtype=torch.int64)
+    types = torch.tensor([q.type_index for q in eval_set.questions], dtype=torch.int64)
+    overall = int(torch.bincount(train_answers).argmax())
+    predictions = torch.full_like(answers, overall)
+    if per_type:
+        for kind in types.unique().tolist():
+            chosen = train_answers[train_types == kind]
+            if len(chosen):
+                predictions[types == kind] = int(torch.bincount(chosen).argmax())
+    return avqa_metrics(predictions == answers, types)
 
 
 class _Trainable(nn.Module):

@@ -143,3 +143,73 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
         assert a["val_accuracy"] == b["val_accuracy"]
     difference = (torch.tensor(single["weights"]) - torch.tensor(double["weights"])).abs().max().item()
     assert difference < 1e-4
+
+
+# -- AVQA -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def avqa_splits():
+    """SynthAVQA with three training scenes (about a dozen questions) and two validation scenes, four segments each."""
+    from avpet_core.data.synthetic import SynthAVQA, SynthAVQAConfig
+
+    config = SynthAVQAConfig(num_scenes=3, num_eval_scenes=2, num_segments=4)
+    train = SynthAVQA(config, "train", keep_videos=None)
+    return train, SynthAVQA(config, "val", vocab=train.vocab, keep_videos=None)
+
+
+def test_avqa_metrics_are_table_2s_columns_with_csv_friendly_keys():
+    from avpet_core.train import AVQA_METRIC_KEYS, AVQATask
+
+    # types: 0 = Audio/Counting, 2 = Visual/Counting, 3 = Visual/Location, 4 = Audio-Visual/Existential
+    batches = [
+        {"answer": torch.tensor([1, 2, 3]), "type": torch.tensor([0, 0, 2])},
+        {"answer": torch.tensor([4, 5, 6]), "type": torch.tensor([3, 4, 4])},
+    ]
+    predictions = torch.tensor([1, 0, 3, 4, 5, 0])  # right: A/Count 1 of 2, V/Count 1/1, V/Loc 1/1, AV/Exist 1/2
+    metrics = AVQATask().metrics(predictions, batches)
+    assert list(metrics) == list(AVQA_METRIC_KEYS.values())
+    assert all(key.replace("_", "").isalnum() and key.islower() for key in metrics)
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["audio_counting"] == 0.5 and metrics["visual_counting"] == 1.0 and metrics["visual_location"] == 1.0
+    assert metrics["audio_visual_existential"] == 0.5
+    assert metrics["audio"] == 0.5 and metrics["visual"] == 1.0 and metrics["audio_visual"] == 0.5
+    assert metrics["group_mean"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)  # the paper's "Avg"
+    assert metrics["audio_comparative"] is None and metrics["audio_visual_temporal"] is None  # no such questions
+    without_audio_visual = AVQATask().metrics(torch.tensor([1]), [{"answer": torch.tensor([1]), "type": torch.tensor([0])}])
+    assert without_audio_visual["group_mean"] is None
+
+
+def test_majority_answer_baselines_read_only_the_answers(avqa_splits):
+    from avpet_core.train import majority_answer_metrics
+
+    train, val = avqa_splits
+    overall = majority_answer_metrics(train, val)
+    per_type = majority_answer_metrics(train, val, per_type=True)
+    most = max(set(train.answer_ids), key=lambda a: (train.answer_ids.count(a), -a))
+    assert overall["accuracy"] == pytest.approx(sum(a == most for a in val.answer_ids) / len(val))
+    train_prior = majority_answer_metrics(train, train, per_type=True)
+    assert train_prior["accuracy"] >= majority_answer_metrics(train, train)["accuracy"]  # on its own data it cannot lose
+    assert set(per_type) == set(overall)
+
+
+def test_the_loop_trains_avqa_and_logs_every_column(tmp_path, avqa_splits):
+    from avpet_core.heads import AVQAHeadConfig, AVSTHead
+    from avpet_core.train import AVQA_METRIC_KEYS, AVQATask
+
+    train, val = avqa_splits
+
+    def fresh_avqa():
+        torch.manual_seed(0)
+        model = build_dual_stream("micro_vit", "avpea", "both")
+        head = AVSTHead(model.embed_dim, len(train.question_vocab), train.num_answers, AVQAHeadConfig(hidden=16, word_dim=16))
+        return model, head
+
+    # One thread: batches this small gain nothing from a second, and a busy machine makes two slow.
+    config = TrainConfig(epochs=2, batch_size=4, adapter_lr=1e-2, head_lr=1e-2, progress=False, eval_batch_size=8, num_threads=1)
+    first = fit(*fresh_avqa(), AVQATask(), train, val, config, tmp_path / "a")
+    again = fit(*fresh_avqa(), AVQATask(), train, val, config, tmp_path / "b")
+    assert without_time(first.history) == without_time(again.history)  # deterministic on CPU
+    header = (tmp_path / "a" / "log.csv").read_text().splitlines()[0].split(",")
+    assert header == ["epoch", "train_loss", *(f"val_{k}" for k in AVQA_METRIC_KEYS.values()), "seconds"]
+    assert first.best["val_accuracy"] == max(row["val_accuracy"] for row in first.history)
+    assert first.history[-1]["train_loss"] < first.history[0]["train_loss"]

@@ -849,13 +849,24 @@ class SynthAVQA(AVQAItems):
         vocab: the train split's :class:`~avpet_core.data.music_avqa.AVQAVocab`; ``None`` builds
             the question words from the train split of this config (as MUSIC-AVQA does), whatever
             ``split`` is, and takes the fixed answer list :data:`SYNTH_AVQA_ANSWERS`.
+        keep_videos: rendered videos kept in memory (:class:`SynthAVQAMedia`); the default keeps the
+            last few, which serves consecutive questions about one video; ``None`` keeps every
+            video of the split (about 0.2 MB each at the micro-ViT's sizes), so that training
+            epochs after the first render nothing.
 
     Items: ``frames``, ``audio``, ``question`` (padded with 0), ``question_length``, ``answer``,
     ``type`` (index into :data:`~avpet_core.data.music_avqa.QUESTION_TYPES`), ``question_id``,
     ``video_id``. ``questions`` holds the parsed questions and ``scenes`` their ground truth.
     """
 
-    def __init__(self, config: SynthAVQAConfig = SynthAVQAConfig(), split: str = "train", *, vocab: AVQAVocab | None = None):
+    def __init__(
+        self,
+        config: SynthAVQAConfig = SynthAVQAConfig(),
+        split: str = "train",
+        *,
+        vocab: AVQAVocab | None = None,
+        keep_videos: int | None = 8,
+    ):
         _check_split(split)
         self.config, self.split = config, split
         self.scenes, self.questions, self.templ_values = self._make_questions(split)
@@ -865,7 +876,7 @@ class SynthAVQA(AVQAItems):
         self.vocab = vocab
         self.answer_ids = [vocab.answer_index(q.answer, where=q.where) for q in self.questions]
         self.type_counts = Counter(type_name(q.type_index) for q in self.questions)
-        self.media = SynthAVQAMedia(config)
+        self.media = SynthAVQAMedia(config, keep=config.split_size(split) if keep_videos is None else keep_videos)
         self.max_question_length = config.max_question_length
 
     def _make_questions(self, split: str) -> tuple[list[Scene], list[AVQAQuestion], list[list[str]]]:
