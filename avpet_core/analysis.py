@@ -142,3 +142,25 @@ class ModalityControl(Dataset):
         elif self.remove == "blank":
             item["frames"] = torch.zeros_like(item["frames"])
         return item
+
+
+def accuracy_by_kind(predictions: torch.Tensor, labels: torch.Tensor, kinds: torch.Tensor) -> dict[str, float]:
+    """Segment accuracy split by SynthAVE's segment kinds (``dataset.plan(i).kinds`` stacked).
+
+    An event needs both modalities: ``visible_silent`` and ``audible_offscreen`` segments are
+    background that one modality alone mistakes for the event, so their accuracies show which
+    modality a model actually uses. Kinds with no segment are left out.
+    """
+    from avpet_core.data.synthetic import SEGMENT_KINDS
+
+    if not predictions.shape == labels.shape == kinds.shape:
+        raise ValueError(f"predictions {tuple(predictions.shape)}, labels {tuple(labels.shape)} and kinds {tuple(kinds.shape)} differ in shape")
+    correct = predictions == labels
+    return {name: correct[kinds == k].float().mean().item() for k, name in enumerate(SEGMENT_KINDS) if (kinds == k).any()}
+
+
+def segment_kinds(dataset: Dataset) -> torch.Tensor:
+    """``(videos, T)`` ground-truth segment kinds of a SynthAVE split (from its plans; nothing is rendered)."""
+    if not hasattr(dataset, "plan"):
+        raise ValueError(f"{type(dataset).__name__} has no ground-truth segment kinds (only SynthAVE has)")
+    return torch.stack([dataset.plan(i).kinds for i in range(len(dataset))])

@@ -110,3 +110,21 @@ def test_modality_control_errors_are_clear(splits):
         ModalityControl(splits[1], "mute")
     with pytest.raises(ValueError, match="FbankConfig"):
         ModalityControl([{"audio": torch.zeros(1)}], "silence")
+
+
+def test_accuracy_by_kind_splits_the_segments_by_their_ground_truth(splits):
+    from avpet_core.analysis import accuracy_by_kind, segment_kinds
+    from avpet_core.data.synthetic import EVENT
+
+    val = splits[1]
+    kinds = segment_kinds(val)
+    labels = torch.stack([val[i]["labels"] for i in range(len(val))])
+    assert kinds.shape == labels.shape
+    assert torch.equal(kinds == EVENT, labels != val.background_index)  # an event is exactly a labelled segment
+    always_background = torch.full_like(labels, val.background_index)
+    by_kind = accuracy_by_kind(always_background, labels, kinds)
+    assert by_kind["event"] == 0.0 and all(v == 1.0 for k, v in by_kind.items() if k != "event")
+    with pytest.raises(ValueError, match="differ in shape"):
+        accuracy_by_kind(always_background[:1], labels, kinds)
+    with pytest.raises(ValueError, match="no ground-truth segment kinds"):
+        segment_kinds([1, 2])
