@@ -116,14 +116,15 @@ class ModalityControl(Dataset):
         dataset: an AVEL dataset (items with ``frames``, ``audio``, ``labels``).
         remove: ``"none"``, ``"silence"`` or ``"blank"``.
         fbank: the spectrogram settings the dataset's audio was made with (needed for silence;
-            :class:`~avpet_core.data.synthetic.SynthAVE` datasets carry it in ``config.fbank``).
+            :class:`~avpet_core.data.synthetic.SynthAVE` carries it in ``config.fbank``,
+            :class:`~avpet_core.data.ave.AVE` in ``media.fbank``; either is found).
     """
 
     def __init__(self, dataset: Dataset, remove: str, fbank: FbankConfig | None = None):
         if remove not in MODALITY_CONTROLS:
             raise ValueError(f"remove must be one of {MODALITY_CONTROLS}, got {remove!r}")
-        if remove == "silence" and fbank is None:
-            fbank = getattr(getattr(dataset, "config", None), "fbank", None)
+        if remove == "silence" and fbank is None:  # SynthAVE keeps it in .config, AVE in .media
+            fbank = getattr(getattr(dataset, "config", getattr(dataset, "media", None)), "fbank", None)
             if fbank is None:
                 raise ValueError("replacing the audio by silence needs the dataset's FbankConfig (fbank=...)")
         self.dataset, self.remove = dataset, remove
