@@ -338,9 +338,9 @@ def run_experiment(
 
 
 def training_config(experiment: Experiment, settings: RunSettings) -> TrainConfig:
-    """The optimisation settings of a row: its offline ones on CPU, the paper's on cuda; the
-    settings' seed, device and epoch count (if given) override them."""
-    base = experiment.training if settings.device == "cpu" else replace(PAPER_TRAINING, epochs=experiment.training.epochs)
+    """The optimisation settings of a row: its offline ones on CPU, the paper's (:data:`PAPER_TRAINING`,
+    15 epochs at 3e-4) on cuda; the settings' seed, device and epoch count (if given) override them."""
+    base = experiment.training if settings.device == "cpu" else PAPER_TRAINING
     return replace(base, device=settings.device, seed=settings.seed, progress=settings.progress,
                    epochs=settings.epochs or base.epochs)
 
