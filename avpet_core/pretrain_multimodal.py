@@ -1,21 +1,38 @@
 """Self-supervised pretraining of :class:`~avpet_core.models.shared_lowrank.SharedMultimodalTransformer`
 and its evaluation on SynthAVE video classification — a minimal loop, CNNs and Transformers end to end.
 
-Pretraining (labels unused) optimises two losses on every batch:
+The objectives follow Lee et al. (ICLR 2021) as summarised in the reference notes (§5: "masked
+embedding prediction with InfoNCE over negatives, plus correct-pair prediction; content-aware
+negative sampling picks negatives by their distance in the CNN embedding space"); the paper's exact
+recipe is not reproduced here (the public code has no pretraining), so the details below are ours.
+Pretraining (labels unused) optimises, on every batch:
 
 * **masked embedding prediction (MEP)** — a fraction of each modality's segment embeddings is
   replaced by a learned mask token before the Transformers; the final token at a masked position,
   through a linear head, must pick the embedding it replaced out of ``num_negatives + 1``
   candidates (InfoNCE over cosine similarities). Candidates are the same modality's segment
-  embeddings in the batch.
-* **correct-pair prediction** — in half of the batch each video's audio is swapped for another
-  video's; a linear head on the two summary tokens predicts whether audio and video belong
-  together (binary cross-entropy).
+  embeddings in the batch, **detached** (``detach_targets``, default on): they are targets, and the
+  stems are trained end to end only through the Transformer inputs. With trainable candidates the
+  InfoNCE gradient also reaches the stems through the candidates, and the stems can take a
+  shortcut — embeddings that encode what all segments of one video share, so that the positive is
+  found by its video rather than by its content; in our SynthAVE runs that made the summary
+  features far worse for classification than those of an untrained model.
+* **correct-pair prediction** (``pair_objective="binary"``, the paper's) — in half of the batch
+  each video's audio is swapped for another video's; a linear head on the two summary tokens
+  predicts whether audio and video belong together (binary cross-entropy). Alternatively or in
+  addition (``"contrastive"``, ``"both"``) a **batch-wide audio-visual InfoNCE**: the summary
+  token of the visual Transformer and that of the audio Transformer (before fusion, so each has
+  seen one modality), each through a linear projection, must find their own partner among the
+  batch's B videos, both ways (:func:`audio_visual_contrastive`).
 
 Negatives for MEP are drawn either **content-aware** — from the CNN embedding space, with
 probability proportional to ``exp(cos(target, candidate) / sampling_temperature)`` so that
 segments that *look or sound alike* are preferred (hard negatives) — or uniformly at **random**,
-the comparison. Sampling never picks the positive itself.
+the comparison. Content-aware sampling draws ``hard_fraction`` (default half) of the negatives that
+way and the rest uniformly: at InfoNCE temperature 0.1, all-hard negatives are mostly near-copies of
+the positive (silent segments, the same object in consecutive segments of a video) — false
+negatives that keep the loss at chance, ``ln(num_negatives + 1)``. Sampling never picks the
+positive itself, nor one candidate twice.
 
 Evaluation: the video label is the event class of the video if any of its segments is an event,
 else background (SynthAVE's last label, so ``labels.min()`` over the segments). A **linear probe**
@@ -39,6 +56,7 @@ from avpet_core.data.synthetic import SynthAVE, SynthAVEConfig
 from avpet_core.models.shared_lowrank import SharedMultimodalTransformer
 
 NEGATIVE_SAMPLING = ("content", "random")
+PAIR_OBJECTIVES = ("binary", "contrastive", "both")
 
 
 @dataclass(frozen=True)
@@ -75,75 +93,123 @@ def load_videos(config: SynthAVEConfig, split: str, count: int | None = None) ->
 
 @dataclass(frozen=True)
 class MultimodalPretrainConfig:
-    """Pretraining hyper-parameters (CPU defaults: tens of steps)."""
+    """Pretraining hyper-parameters (CPU defaults: tens of steps).
+
+    Attributes:
+        detach_targets: MEP candidates (the positive and its negatives) are the CNN embeddings
+            *detached*, so the InfoNCE gradient reaches the stems only through the Transformer inputs.
+            With trainable candidates the stems learn a shortcut (see the module docstring).
+        negatives: ``"content"`` or ``"random"``.
+        hard_fraction: with ``negatives="content"``, the share of the ``num_negatives`` drawn by
+            content; the rest are drawn uniformly (``1.0``: all by content).
+        pair_objective: ``"binary"`` (correct-pair prediction, the paper's), ``"contrastive"`` (a
+            batch-wide audio-visual InfoNCE on the unimodal summary tokens) or ``"both"``.
+    """
 
     steps: int = 60
     batch_size: int = 16
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 0.01
     mask_prob: float = 0.25
     num_negatives: int = 16
     negatives: str = "content"
+    hard_fraction: float = 0.5
+    detach_targets: bool = True
     temperature: float = 0.1
     sampling_temperature: float = 0.1
+    pair_objective: str = "binary"
     pair_weight: float = 1.0
     seed: int = 0
 
     def __post_init__(self):
         if self.negatives not in NEGATIVE_SAMPLING:
             raise ValueError(f"negatives must be one of {NEGATIVE_SAMPLING}, got {self.negatives!r}")
+        if not 0.0 <= self.hard_fraction <= 1.0:
+            raise ValueError(f"hard_fraction must be in [0, 1], got {self.hard_fraction}")
+        if self.pair_objective not in PAIR_OBJECTIVES:
+            raise ValueError(f"pair_objective must be one of {PAIR_OBJECTIVES}, got {self.pair_objective!r}")
 
 
 class PretrainHeads(nn.Module):
-    """MEP prediction heads (one per modality) and the correct-pair classifier."""
+    """MEP prediction heads (one per modality), the correct-pair classifier and the two projections of
+    the audio-visual contrastive objective."""
 
     def __init__(self, dim: int):
         super().__init__()
         self.predict_visual, self.predict_audio = nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.pair = nn.Linear(2 * dim, 1)
+        self.contrast_visual, self.contrast_audio = nn.Linear(dim, dim), nn.Linear(dim, dim)
 
 
 def sample_negatives(targets: torch.Tensor, positives: torch.Tensor, pool: torch.Tensor, k: int, mode: str,
-                     temperature: float, generator: torch.Generator) -> torch.Tensor:
-    """Indices ``(n, k)`` into ``pool`` ``(m, D)`` of negatives for ``targets`` ``(n, D)``, never ``positives``.
+                     temperature: float, generator: torch.Generator, hard_fraction: float = 1.0) -> torch.Tensor:
+    """Indices ``(n, k)`` into ``pool`` ``(m, D)`` of distinct negatives for ``targets`` ``(n, D)``, never ``positives``.
 
-    ``mode="content"``: probability ``∝ exp(cos(target, candidate) / temperature)`` in the
-    (detached) CNN embedding space; ``mode="random"``: uniform.
+    ``mode="content"``: ``round(k * hard_fraction)`` negatives drawn with probability
+    ``∝ exp(cos(target, candidate) / temperature)`` in the (detached) CNN embedding space, the
+    other ones uniformly among the candidates not yet drawn; ``mode="random"``: all uniform. The
+    content-drawn negatives come first in each row.
     """
     n, m = targets.shape[0], pool.shape[0]
     k = min(k, m - 1)
-    if mode == "content":
-        similarity = F.normalize(targets.detach(), dim=-1) @ F.normalize(pool.detach(), dim=-1).T
-        logits = similarity / temperature
-    elif mode == "random":
-        logits = torch.zeros(n, m)
-    else:
+    if mode not in NEGATIVE_SAMPLING:
         raise ValueError(f"unknown negative sampling {mode!r}")
-    logits = logits.float().masked_fill(F.one_hot(positives, m).bool(), float("-inf"))
-    probs = torch.softmax(logits - logits.max(dim=-1, keepdim=True).values, dim=-1)
-    return torch.multinomial(probs, k, replacement=False, generator=generator)
+    excluded = F.one_hot(positives, m).bool()
+    hard = round(k * hard_fraction) if mode == "content" else 0
+    picks = []
+    if hard:
+        similarity = F.normalize(targets.detach(), dim=-1) @ F.normalize(pool.detach(), dim=-1).T
+        logits = (similarity / temperature).float().masked_fill(excluded, float("-inf"))
+        probs = torch.softmax(logits - logits.max(dim=-1, keepdim=True).values, dim=-1)
+        picks.append(torch.multinomial(probs, hard, replacement=False, generator=generator))
+        excluded = excluded.scatter(1, picks[0], True)
+    if k - hard:
+        picks.append(torch.multinomial((~excluded).float(), k - hard, replacement=False, generator=generator))
+    return torch.cat(picks, dim=1)
 
 
 def info_nce(predictions: torch.Tensor, pool: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
              temperature: float) -> torch.Tensor:
-    """InfoNCE: each prediction must pick ``pool[positive]`` among it and ``pool[negatives]`` (cosine / T)."""
-    candidates = pool[torch.cat([positives.unsqueeze(1), negatives], dim=1)]  # (n, k + 1, D)
-    logits = torch.einsum("nd,nkd->nk", F.normalize(predictions, dim=-1), F.normalize(candidates, dim=-1)) / temperature
-    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+    """InfoNCE: each prediction must pick ``pool[positive]`` among it and ``pool[negatives]`` (cosine / T).
+
+    The cosines with the whole pool are computed first and the candidates' columns gathered from
+    them; indexing ``pool`` with the candidates instead repeats pool rows, and the backward pass of
+    that indexing (an accumulating scatter) made CPU runs with trainable targets differ from one
+    execution to the next.
+    """
+    candidates = torch.cat([positives.unsqueeze(1), negatives], dim=1)  # (n, k + 1) distinct per row
+    cosines = F.normalize(predictions, dim=-1) @ F.normalize(pool, dim=-1).T  # (n, m)
+    logits = cosines.gather(1, candidates) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+
+
+def audio_visual_contrastive(visual: torch.Tensor, audio: torch.Tensor, audio_owner: torch.Tensor,
+                             temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch-wide audio-visual InfoNCE, both ways, and its top-1 retrieval accuracy.
+
+    ``visual`` and ``audio`` ``(B, D)`` are (projected) summaries; ``audio[j]`` comes from video
+    ``audio_owner[j]`` (a permutation). Each video's visual summary must pick its own audio among the
+    batch's B audio summaries, and each audio its own video (cosine / T).
+    """
+    logits = F.normalize(visual, dim=-1) @ F.normalize(audio, dim=-1).T / temperature  # (visual i, audio j)
+    own_audio = torch.argsort(audio_owner)  # visual i's audio sits at j with audio_owner[j] == i
+    loss = 0.5 * (F.cross_entropy(logits, own_audio) + F.cross_entropy(logits.T, audio_owner))
+    return loss, (logits.argmax(1) == own_audio).float().mean().detach()
 
 
 def pretraining_losses(model: SharedMultimodalTransformer, heads: PretrainHeads, frames: torch.Tensor, audio: torch.Tensor,
                        config: MultimodalPretrainConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """MEP (visual, audio) and correct-pair losses of one batch, and the pair accuracy."""
+    """The losses of one batch: MEP (visual, audio), and ``pair`` (binary) and/or ``contrastive``, with accuracies."""
     visual, sound = model.embed(frames, audio)
     b, t, d = visual.shape
     # correct-pair prediction: the first half keeps its audio, the second half gets another video's
     half = b // 2
-    order = torch.arange(b)
-    order[half:] = half + (torch.arange(b - half) + 1) % (b - half) if b - half > 1 else order[half:]
+    order = torch.arange(b, device=visual.device)
+    if b - half > 1:
+        order[half:] = half + (torch.arange(b - half, device=visual.device) + 1) % (b - half)
     sound = sound[order]
-    matched = (order == torch.arange(b)).float()
-    masks = [torch.rand(b, t, generator=generator) < config.mask_prob for _ in range(2)]
+    matched = (order == torch.arange(b, device=visual.device)).float()
+    masks = [(torch.rand(b, t, generator=generator) < config.mask_prob).to(visual.device) for _ in range(2)]
     for mask in masks:
         if not mask.any():
             mask[0, 0] = True
@@ -154,14 +220,26 @@ def pretraining_losses(model: SharedMultimodalTransformer, heads: PretrainHeads,
         ("mep_audio", sound, output.audio, masks[1], heads.predict_audio),
     ):
         pool = embeddings.reshape(b * t, d)
+        if config.detach_targets:  # candidates are targets, not a path for the stems' gradients
+            pool = pool.detach()
         positives = mask.flatten().nonzero().squeeze(1)
-        negatives = sample_negatives(pool[positives], positives, pool, config.num_negatives, config.negatives,
-                                     config.sampling_temperature, generator)
-        losses[name] = info_nce(head(tokens[mask]), pool, positives, negatives, config.temperature)
-    pair_logits = heads.pair(output.summary).squeeze(1)
-    losses["pair"] = F.binary_cross_entropy_with_logits(pair_logits, matched)
-    losses["pair_accuracy"] = ((pair_logits > 0).float() == matched).float().mean().detach()
-    losses["total"] = losses["mep_visual"] + losses["mep_audio"] + config.pair_weight * losses["pair"]
+        negatives = sample_negatives(pool[positives].cpu(), positives.cpu(), pool.cpu(), config.num_negatives,
+                                     config.negatives, config.sampling_temperature, generator, config.hard_fraction)
+        losses[name] = info_nce(head(tokens[mask]), pool, positives, negatives.to(pool.device), config.temperature)
+    total = losses["mep_visual"] + losses["mep_audio"]
+    if config.pair_objective in ("binary", "both"):
+        pair_logits = heads.pair(output.summary).squeeze(1)
+        losses["pair"] = F.binary_cross_entropy_with_logits(pair_logits, matched)
+        losses["pair_accuracy"] = ((pair_logits > 0).float() == matched).float().mean().detach()
+        total = total + config.pair_weight * losses["pair"]
+    if config.pair_objective in ("contrastive", "both"):
+        if output.unimodal_summary is None:
+            raise ValueError("the contrastive pair objective needs unimodal summaries (mid or late fusion)")
+        visual_summary, audio_summary = output.unimodal_summary.split(d, dim=-1)
+        losses["contrastive"], losses["contrastive_accuracy"] = audio_visual_contrastive(
+            heads.contrast_visual(visual_summary), heads.contrast_audio(audio_summary), order, config.temperature)
+        total = total + config.pair_weight * losses["contrastive"]
+    losses["total"] = total
     return losses
 
 
@@ -337,8 +415,8 @@ def mebibytes(count: int) -> float:
 
 
 __all__ = [
-    "NEGATIVE_SAMPLING", "FinetuneConfig", "MultimodalPretrainConfig", "PretrainHeads", "TrainingMemory", "VideoClassifier",
-    "VideoTensors", "accuracy", "extract_features", "finetune", "info_nce", "linear_probe", "load_videos", "mebibytes",
+    "NEGATIVE_SAMPLING", "PAIR_OBJECTIVES", "FinetuneConfig", "MultimodalPretrainConfig", "PretrainHeads", "TrainingMemory", "VideoClassifier",
+    "VideoTensors", "accuracy", "audio_visual_contrastive", "extract_features", "finetune", "info_nce", "linear_probe", "load_videos", "mebibytes",
     "pretrain", "pretraining_losses", "sample_negatives", "saved_activation_bytes", "training_memory",
 ]
 

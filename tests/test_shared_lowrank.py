@@ -318,3 +318,134 @@ def test_probe_finetune_and_memory(few_videos):
     unshared_classifier, _ = finetune(unshared, few_videos, FinetuneConfig(steps=1, batch_size=4))
     unshared_memory = training_memory(unshared_classifier, frames, audio, few_videos.video_labels[:4])
     assert unshared_memory.parameters > memory[0].parameters
+
+
+def test_detached_targets_keep_the_stems_gradient_out_of_the_candidates(few_videos):
+    """With ``detach_targets`` the MEP candidates carry no gradient: the stems learn only through the
+    Transformer inputs. Cutting that input path leaves the stems without any gradient; without
+    detaching, the candidates alone give them one."""
+    from avpet_core.pretrain_multimodal import MultimodalPretrainConfig, PretrainHeads, pretraining_losses
+
+    frames, audio = few_videos.batch(torch.arange(4))
+
+    def stem_gradients(detach_targets: bool, cut_inputs: bool) -> list[float]:
+        model = small_model()
+        heads = PretrainHeads(model.config.dim)
+        if cut_inputs:  # the Transformers see the embeddings' values but pass no gradient back to the stems
+            encode = model.encode
+            model.encode = lambda v, a, vm=None, am=None: encode(v.detach(), a.detach(), vm, am)
+        config = MultimodalPretrainConfig(num_negatives=6, negatives="random", detach_targets=detach_targets)
+        losses = pretraining_losses(model, heads, frames, audio, config, torch.Generator().manual_seed(0))
+        (losses["mep_visual"] + losses["mep_audio"]).backward()
+        return [0.0 if p.grad is None else p.grad.abs().sum().item()
+                for stem in (model.visual_stem, model.audio_stem) for p in stem.parameters()]
+
+    assert all(g == 0 for g in stem_gradients(detach_targets=True, cut_inputs=True))
+    assert all(g > 0 for g in stem_gradients(detach_targets=False, cut_inputs=True))
+    # end to end: through the Transformer inputs the stems still get a gradient
+    assert all(g > 0 for g in stem_gradients(detach_targets=True, cut_inputs=False))
+
+
+def test_content_negatives_mix_hard_and_uniform_draws():
+    from avpet_core.pretrain_multimodal import sample_negatives
+
+    g = torch.Generator().manual_seed(0)
+    near = torch.randn(1, 8).repeat(10, 1) + 0.01 * torch.randn(10, 8)  # 10 near-duplicates
+    pool = torch.cat([near, torch.randn(90, 8)])
+    positives = torch.arange(10).repeat(20)  # 200 draws
+    for fraction, hard in ((0.5, 4), (0.25, 2), (1.0, 8), (0.0, 0)):
+        picks = sample_negatives(pool[positives], positives, pool, 8, "content", 0.1, g, hard_fraction=fraction)
+        assert picks.shape == (200, 8)
+        assert not (picks == positives.unsqueeze(1)).any()
+        assert all(len(set(row.tolist())) == 8 for row in picks)  # hard and uniform draws never repeat
+        # the first round(k * fraction) columns are drawn by content: nearly all among the 9 other near-duplicates
+        if hard:
+            assert (picks[:, :hard] < 10).float().mean() > 0.95
+        # the others uniformly from the 99 - hard candidates left: about (9 - hard) / (99 - hard) near-duplicates
+        if hard < 8:
+            share = (picks[:, hard:] < 10).float().mean().item()
+            assert abs(share - (9 - hard) / (99 - hard)) < 0.05, (fraction, share)
+    # random mode ignores the fraction
+    picks = sample_negatives(pool[positives], positives, pool, 8, "random", 0.1, g, hard_fraction=1.0)
+    assert (picks < 10).float().mean() < 0.2
+
+
+def test_config_refuses_bad_fraction_and_objective():
+    from avpet_core.pretrain_multimodal import MultimodalPretrainConfig
+
+    with pytest.raises(ValueError, match="hard_fraction"):
+        MultimodalPretrainConfig(hard_fraction=1.5)
+    with pytest.raises(ValueError, match="pair_objective"):
+        MultimodalPretrainConfig(pair_objective="triplet")
+    assert MultimodalPretrainConfig().detach_targets and MultimodalPretrainConfig().hard_fraction == 0.5
+
+
+def test_audio_visual_contrastive_finds_each_videos_own_audio():
+    from avpet_core.pretrain_multimodal import audio_visual_contrastive
+
+    torch.manual_seed(0)
+    visual = torch.randn(6, 16)
+    owner = torch.tensor([0, 1, 2, 4, 5, 3])  # audio j belongs to video owner[j]
+    audio = visual[owner] + 0.01 * torch.randn(6, 16)
+    loss, accuracy = audio_visual_contrastive(visual, audio, owner, temperature=0.1)
+    assert accuracy == 1.0 and loss < 0.01
+    shuffled_loss, shuffled_accuracy = audio_visual_contrastive(visual, audio, torch.arange(6), temperature=0.1)
+    assert shuffled_accuracy < 1.0 and shuffled_loss > 1.0
+
+
+def test_unimodal_summaries_see_one_modality(few_videos):
+    frames, audio = tiny_inputs()
+    _, other_audio = tiny_inputs(seed=5)
+    for fusion in ("mid", "late"):
+        torch.manual_seed(0)
+        model = SharedMultimodalTransformer(replace(TINY, fusion=fusion)).eval()
+        with torch.no_grad():
+            a, b = model(frames, audio), model(frames, other_audio)
+        assert a.unimodal_summary.shape == (2, 64)
+        torch.testing.assert_close(a.unimodal_summary[:, :32], b.unimodal_summary[:, :32])  # the visual half ignores audio
+        assert not torch.allclose(a.unimodal_summary[:, 32:], b.unimodal_summary[:, 32:])
+        if fusion == "late":
+            torch.testing.assert_close(a.unimodal_summary, a.summary)
+    assert SharedMultimodalTransformer(replace(TINY, fusion="early"))(frames, audio).unimodal_summary is None
+
+
+def test_contrastive_pair_objective_runs_and_needs_unimodal_transformers(few_videos):
+    from avpet_core.pretrain_multimodal import MultimodalPretrainConfig, PretrainHeads, pretraining_losses
+
+    frames, audio = few_videos.batch(torch.arange(4))
+    for objective, keys in (("contrastive", {"contrastive"}), ("both", {"contrastive", "pair"}), ("binary", {"pair"})):
+        model = small_model()
+        config = MultimodalPretrainConfig(num_negatives=6, pair_objective=objective)
+        losses = pretraining_losses(model, PretrainHeads(model.config.dim), frames, audio, config, torch.Generator().manual_seed(0))
+        assert keys <= set(losses) and not ({"contrastive", "pair"} - keys) & set(losses)
+        expected = losses["mep_visual"] + losses["mep_audio"] + sum(losses[k] for k in keys)
+        torch.testing.assert_close(losses["total"], expected)
+    model = small_model(fusion="early")
+    with pytest.raises(ValueError, match="mid or late"):
+        pretraining_losses(model, PretrainHeads(model.config.dim), frames, audio,
+                           MultimodalPretrainConfig(num_negatives=6, pair_objective="contrastive"), torch.Generator().manual_seed(0))
+
+
+def test_trainable_target_gradients_repeat_exactly_without_deterministic_mode():
+    """InfoNCE gathers the candidates' cosines instead of indexing the pool with repeated rows, so
+    the stems' gradient through trainable candidates is the same on every run (2 threads, no
+    ``torch.use_deterministic_algorithms``)."""
+    from avpet_core.pretrain_multimodal import MultimodalPretrainConfig, PretrainHeads, pretraining_losses
+
+    config = replace(TINY, dim=64, heads=4, ffn_dim=128, num_segments=10)
+    frames, audio = tiny_inputs(batch=16, segments=10)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gradients = []
+        for _ in range(4):
+            torch.manual_seed(0)
+            model = SharedMultimodalTransformer(config)
+            heads = PretrainHeads(64)
+            losses = pretraining_losses(model, heads, frames, audio, MultimodalPretrainConfig(detach_targets=False),
+                                        torch.Generator().manual_seed(0))
+            losses["total"].backward()
+            gradients.append(torch.cat([p.grad.flatten() for p in model.visual_stem.parameters()]))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(g, gradients[0]) for g in gradients[1:])

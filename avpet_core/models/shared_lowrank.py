@@ -241,12 +241,17 @@ class SharedOutput:
 
     ``visual`` and ``audio``: ``(B, T, D)`` the final segment tokens of each modality (from the
     multimodal Transformer in early/mid fusion, from the unimodal ones in late fusion);
-    ``summary``: ``(B, 2 D)`` the two summary tokens' final states, concatenated.
+    ``summary``: ``(B, 2 D)`` the two summary tokens' final states, concatenated;
+    ``unimodal_summary``: ``(B, 2 D)`` the summary tokens' states *before* fusion — the outputs of the
+    visual and of the audio Transformer, so each half has seen one modality only (mid and late
+    fusion; in late fusion it is ``summary``); ``None`` in early fusion, which has no unimodal
+    Transformers.
     """
 
     visual: torch.Tensor
     audio: torch.Tensor
     summary: torch.Tensor
+    unimodal_summary: torch.Tensor | None = None
 
 
 class SharedMultimodalTransformer(nn.Module):
@@ -318,15 +323,18 @@ class SharedMultimodalTransformer(nn.Module):
         t = visual.shape[1]
         v_seq, a_seq = self._sequence(visual, 0, visual_mask), self._sequence(audio, 1, audio_mask)
         fusion = self.config.fusion
+        unimodal = None
         if fusion in ("mid", "late"):
             v_seq, a_seq = self.run_transformer("visual", v_seq), self.run_transformer("audio", a_seq)
+            unimodal = torch.cat([v_seq[:, 0], a_seq[:, 0]], dim=-1)
         if fusion in ("early", "mid"):
             joint = torch.cat([v_seq + self.token_types[0], a_seq + self.token_types[1]], dim=1)
             if fusion == "mid":  # position ids restart per modality
                 joint = joint + torch.cat([self.positions[: t + 1], self.positions[: t + 1]])
             joint = self.run_transformer("multimodal", joint)
             v_seq, a_seq = joint[:, : t + 1], joint[:, t + 1 :]
-        return SharedOutput(visual=v_seq[:, 1:], audio=a_seq[:, 1:], summary=torch.cat([v_seq[:, 0], a_seq[:, 0]], dim=-1))
+        return SharedOutput(visual=v_seq[:, 1:], audio=a_seq[:, 1:], summary=torch.cat([v_seq[:, 0], a_seq[:, 0]], dim=-1),
+                            unimodal_summary=unimodal)
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor) -> SharedOutput:
         return self.encode(*self.embed(frames, audio))
