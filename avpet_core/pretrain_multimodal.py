@@ -1,5 +1,6 @@
 """Self-supervised pretraining of :class:`~avpet_core.models.shared_lowrank.SharedMultimodalTransformer`
-and its evaluation on SynthAVE video classification — a minimal loop, CNNs and Transformers end to end.
+and its evaluation on SynthAVE video classification, CNNs and Transformers trained end to end with
+the book's training loop (:func:`avpet_core.train.fit`): pretraining and fine-tuning are two tasks of it.
 
 The objectives follow Lee et al. (ICLR 2021) as summarised in the reference notes (§5: "masked
 embedding prediction with InfoNCE over negatives, plus correct-pair prediction; content-aware
@@ -54,6 +55,7 @@ from torch import nn
 
 from avpet_core.data.synthetic import SynthAVE, SynthAVEConfig
 from avpet_core.models.shared_lowrank import SharedMultimodalTransformer
+from avpet_core.train import FitResult, TrainConfig, evaluate, fit
 
 NEGATIVE_SAMPLING = ("content", "random")
 PAIR_OBJECTIVES = ("binary", "contrastive", "both")
@@ -72,6 +74,10 @@ class VideoTensors:
 
     def __len__(self) -> int:
         return self.frames.shape[0]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        """One video as the training loop reads it; ``labels`` is the video label."""
+        return {"frames": self.frames[index], "audio": self.audio[index], "labels": self.video_labels[index]}
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.frames[index], self.audio[index]
@@ -93,7 +99,7 @@ def load_videos(config: SynthAVEConfig, split: str, count: int | None = None) ->
 
 @dataclass(frozen=True)
 class MultimodalPretrainConfig:
-    """Pretraining hyper-parameters (CPU defaults: tens of steps).
+    """The pretraining objectives (the optimisation settings are a :class:`~avpet_core.train.TrainConfig`).
 
     Attributes:
         detach_targets: MEP candidates (the positive and its negatives) are the CNN embeddings
@@ -106,10 +112,6 @@ class MultimodalPretrainConfig:
             batch-wide audio-visual InfoNCE on the unimodal summary tokens) or ``"both"``.
     """
 
-    steps: int = 60
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.01
     mask_prob: float = 0.25
     num_negatives: int = 16
     negatives: str = "content"
@@ -119,7 +121,6 @@ class MultimodalPretrainConfig:
     sampling_temperature: float = 0.1
     pair_objective: str = "binary"
     pair_weight: float = 1.0
-    seed: int = 0
 
     def __post_init__(self):
         if self.negatives not in NEGATIVE_SAMPLING:
@@ -243,28 +244,40 @@ def pretraining_losses(model: SharedMultimodalTransformer, heads: PretrainHeads,
     return losses
 
 
-def pretrain(model: SharedMultimodalTransformer, videos: VideoTensors, config: MultimodalPretrainConfig = MultimodalPretrainConfig(),
-             device: str | torch.device = "cpu") -> dict[str, list[float]]:
-    """Pretrain ``model`` in place (labels unused); returns the per-step history of every loss."""
-    generator = torch.Generator().manual_seed(config.seed)
-    heads = PretrainHeads(model.config.dim).to(device)
-    model.to(device).train()
-    parameters = list(model.parameters()) + list(heads.parameters())
-    optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: min(1.0, (s + 1) / max(1, config.steps // 10)))
-    history: dict[str, list[float]] = {}
-    for _ in range(config.steps):
-        index = torch.randperm(len(videos), generator=generator)[: config.batch_size]
-        frames, audio = (x.to(device) for x in videos.batch(index))
-        losses = pretraining_losses(model, heads, frames, audio, config, generator)
-        optimiser.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimiser.step()
-        schedule.step()
-        for name, value in losses.items():
-            history.setdefault(name, []).append(value.item())
-    return history
+PRETRAINING = TrainConfig(epochs=5, batch_size=16, adapter_lr=1e-3, head_lr=1e-3, progress=False)
+"""Offline optimisation of pretraining: 5 epochs of 256 videos (80 steps), AdamW 1e-3, warm-up and cosine."""
+
+
+class MultimodalPretrainTask:
+    """Self-supervised pretraining as a task of the training loop: the head is :class:`PretrainHeads`,
+    the loss is the sum of :func:`pretraining_losses`, and every loss of every step is kept in
+    ``history``. Masks, pair swaps and negatives come from the task's own generator (seeded)."""
+
+    name = "multimodal-pretraining"
+    metric = "total"  # nothing is evaluated: pretraining runs with ``val_set=None``
+
+    def __init__(self, objectives: MultimodalPretrainConfig, seed: int = 0):
+        self.objectives = objectives
+        self.generator = torch.Generator().manual_seed(seed)
+        self.history: dict[str, list[float]] = {}
+
+    def forward(self, model, heads, batch):
+        return pretraining_losses(model, heads, batch["frames"], batch["audio"], self.objectives, self.generator)
+
+    def loss(self, heads, output, batch):
+        for name, value in output.items():
+            self.history.setdefault(name, []).append(value.item())
+        return output["total"]
+
+
+def pretrain(model: SharedMultimodalTransformer, videos: VideoTensors,
+             objectives: MultimodalPretrainConfig = MultimodalPretrainConfig(),
+             training: TrainConfig = PRETRAINING) -> dict[str, list[float]]:
+    """Pretrain ``model`` in place (labels unused) with :func:`~avpet_core.train.fit`; returns the
+    per-step history of every loss."""
+    task = MultimodalPretrainTask(objectives, seed=training.seed)
+    fit(model, PretrainHeads(model.config.dim), task, videos, None, training)
+    return task.history
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,13 +314,8 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
         return (probe(x_test).argmax(1) == test_labels).float().mean().item()
 
 
-@dataclass(frozen=True)
-class FinetuneConfig:
-    steps: int = 60
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    seed: int = 0
+FINETUNING = TrainConfig(epochs=5, batch_size=16, adapter_lr=1e-3, head_lr=1e-3, progress=False)
+"""Offline optimisation of fine-tuning: the same budget as :data:`PRETRAINING`."""
 
 
 class VideoClassifier(nn.Module):
@@ -321,38 +329,44 @@ class VideoClassifier(nn.Module):
         return self.head(self.model(frames, audio).summary)
 
 
-def finetune(model: SharedMultimodalTransformer, videos: VideoTensors, config: FinetuneConfig = FinetuneConfig(),
-             device: str | torch.device = "cpu") -> tuple[VideoClassifier, list[float]]:
-    """Fine-tune a copy of ``model`` end to end (stems, Transformers and head); returns it and its losses."""
-    torch.manual_seed(config.seed)
-    classifier = VideoClassifier(copy.deepcopy(model), videos.num_classes).to(device).train()
-    generator = torch.Generator().manual_seed(config.seed)
-    optimiser = torch.optim.AdamW(classifier.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: min(1.0, (s + 1) / max(1, config.steps // 10)))
-    losses = []
-    for _ in range(config.steps):
-        index = torch.randperm(len(videos), generator=generator)[: config.batch_size]
-        frames, audio = (x.to(device) for x in videos.batch(index))
-        loss = F.cross_entropy(classifier(frames, audio), videos.video_labels[index].to(device))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(classifier.parameters(), 1.0)
-        optimiser.step()
-        schedule.step()
-        losses.append(loss.item())
-    return classifier, losses
+class VideoClassificationTask:
+    """SynthAVE video classification as a task of the training loop: a linear head on the summary
+    tokens, cross-entropy on the video label, metric: accuracy."""
+
+    name = "video-classification"
+    metric = "accuracy"
+
+    def forward(self, model, head, batch):
+        return head(model(batch["frames"], batch["audio"]).summary)
+
+    def loss(self, head, output, batch):
+        return F.cross_entropy(output, batch["labels"])
+
+    def predict(self, head, output):
+        return output.argmax(dim=-1)
+
+    def metrics(self, predictions, batches):
+        labels = torch.cat([b["labels"] for b in batches])
+        return {"accuracy": (predictions == labels).float().mean().item()}
 
 
-@torch.no_grad()
-def accuracy(classifier: VideoClassifier, videos: VideoTensors, batch_size: int = 50, device: str | torch.device = "cpu") -> float:
-    classifier.eval()
-    correct = 0
-    for i in range(0, len(videos), batch_size):
-        index = torch.arange(i, min(i + batch_size, len(videos)))
-        frames, audio = (x.to(device) for x in videos.batch(index))
-        correct += (classifier(frames, audio).argmax(1).cpu() == videos.video_labels[index]).sum().item()
+def finetune(model: SharedMultimodalTransformer, videos: VideoTensors, training: TrainConfig = FINETUNING,
+             val_videos: VideoTensors | None = None) -> tuple[VideoClassifier, FitResult]:
+    """Fine-tune a copy of ``model`` end to end (stems, Transformers and head) with
+    :func:`~avpet_core.train.fit`; returns the classifier after the last epoch and the run's result.
+    ``val_videos``, if given, is evaluated after every epoch (for the history; nothing is selected)."""
+    torch.manual_seed(training.seed)
+    classifier = VideoClassifier(copy.deepcopy(model), videos.num_classes)
+    result = fit(classifier.model, classifier.head, VideoClassificationTask(), videos, val_videos, training)
     classifier.train()
-    return correct / len(videos)
+    return classifier, result
+
+
+def accuracy(classifier: VideoClassifier, videos: VideoTensors, training: TrainConfig = FINETUNING) -> float:
+    """Test accuracy of ``classifier`` on ``videos`` (the loop's :func:`~avpet_core.train.evaluate`)."""
+    metrics = evaluate(classifier.model, classifier.head, VideoClassificationTask(), videos, training)
+    classifier.train()
+    return metrics["accuracy"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,8 +429,8 @@ def mebibytes(count: int) -> float:
 
 
 __all__ = [
-    "NEGATIVE_SAMPLING", "PAIR_OBJECTIVES", "FinetuneConfig", "MultimodalPretrainConfig", "PretrainHeads", "TrainingMemory", "VideoClassifier",
-    "VideoTensors", "accuracy", "audio_visual_contrastive", "extract_features", "finetune", "info_nce", "linear_probe", "load_videos", "mebibytes",
+    "FINETUNING", "NEGATIVE_SAMPLING", "PAIR_OBJECTIVES", "PRETRAINING", "MultimodalPretrainConfig", "MultimodalPretrainTask",
+    "PretrainHeads", "TrainingMemory", "VideoClassificationTask", "VideoClassifier", "VideoTensors", "accuracy",
+    "audio_visual_contrastive", "extract_features", "finetune", "info_nce", "linear_probe", "load_videos", "mebibytes",
     "pretrain", "pretraining_losses", "sample_negatives", "saved_activation_bytes", "training_memory",
 ]
-

@@ -56,7 +56,8 @@ class TrainConfig:
     Attributes:
         epochs: passes over the training set.
         batch_size: the global batch (videos or questions), split across processes.
-        adapter_lr: AdamW learning rate of the adapters (AV-PEA Sec. 4.1: 3e-4).
+        adapter_lr: AdamW learning rate of what the model trains: its adapters (AV-PEA Sec. 4.1:
+            3e-4), or, for a model without adapters (trained end to end), all its parameters.
         head_lr: learning rate of the task head.
         weight_decay: AdamW weight decay (not applied to gates, norms and biases).
         warmup_fraction: share of the steps with a linear warm-up, then cosine decay to 0.
@@ -267,9 +268,16 @@ def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
 
 
 def parameter_groups(model: nn.Module, head: nn.Module, config: TrainConfig) -> list[dict]:
-    """Adapters and head at their own learning rates; no weight decay on gates, norms and biases."""
+    """Adapters and head at their own learning rates; no weight decay on gates, norms and biases.
+
+    A model with an ``adapters`` attribute (the dual-stream ViT) trains those; any other model (one
+    trained end to end, such as the shared multimodal Transformer) trains every parameter that
+    requires a gradient, in the group ``"model"``.
+    """
+    adapters = getattr(model, "adapters", None)
+    trained_name, trained = ("adapters", adapters) if adapters is not None else ("model", model)
     groups = []
-    for name, module, lr in (("adapters", model.adapters, config.adapter_lr), ("head", head, config.head_lr)):
+    for name, module, lr in ((trained_name, trained, config.adapter_lr), ("head", head, config.head_lr)):
         decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
         groups.append({"name": f"{name}", "params": decay, "lr": lr, "weight_decay": config.weight_decay})
@@ -300,7 +308,7 @@ def fit(
     head: nn.Module,
     task: Task,
     train_set: Dataset,
-    val_set: Dataset,
+    val_set: Dataset | None,
     config: TrainConfig = TrainConfig(),
     run_dir: str | Path | None = None,
     *,
@@ -309,6 +317,9 @@ def fit(
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> FitResult:
     """Train ``model``'s adapters and ``head`` on ``train_set``; evaluate on ``val_set`` every epoch.
+
+    A model without adapters is trained whole (see :func:`parameter_groups`). With ``val_set=None``
+    nothing is evaluated (self-supervised pretraining) and ``best`` is the last epoch.
 
     Args:
         run_dir: where checkpoints, state and logs go (``None``: keep nothing on disk).
@@ -325,6 +336,9 @@ def fit(
         raise TrainingError(f"the global batch {config.batch_size} does not split evenly over {world} processes")
     if resume and run_dir is None:
         raise TrainingError("resume=True needs a run directory")
+    if run_dir is not None and getattr(model, "adapters", None) is None:
+        raise TrainingError(f"{run_dir}: run directories keep adapter checkpoints, and {type(model).__name__} has no "
+                            "adapters; train it with run_dir=None and save it yourself")
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None and rank == 0:
         ensure_writable(run_dir)
@@ -379,11 +393,11 @@ def fit(
                 on_step(epoch, step, losses[-1])
         if bar is not None:
             bar.close()
-        metrics = evaluate(model, head, task, val_set, config)
+        metrics = evaluate(model, head, task, val_set, config) if val_set is not None else {}
         row = {"epoch": epoch + 1, "train_loss": sum(losses) / max(1, len(losses)), **{f"val_{k}": v for k, v in metrics.items()},
                "seconds": time.perf_counter() - started}
         result.history.append(row)
-        improved = not result.best or row[f"val_{task.metric}"] > result.best[f"val_{task.metric}"]
+        improved = not result.best or val_set is None or row[f"val_{task.metric}"] > result.best[f"val_{task.metric}"]
         if improved:
             result.best = dict(row)
         if run_dir is not None and rank == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 from dataclasses import replace
@@ -24,6 +25,7 @@ from avpet_core.models.shared_lowrank import (
     transformer_parameter_table,
 )
 from avpet_core.models.stems import StemConfig
+from avpet_core.train import TrainConfig, TrainingError, fit, parameter_groups
 
 TINY_STEMS = StemConfig(visual_channels=(4, 8), audio_channels=(4, 8), num_mel_bins=16)
 TINY = SharedTransformerConfig(dim=32, depth=2, heads=4, ffn_dim=64, rank=8, num_segments=4, stems=TINY_STEMS)
@@ -268,8 +270,10 @@ def test_pretraining_losses_decrease_on_a_small_run(few_videos):
 
     with deterministic_cpu(2):
         model = small_model()
-        history = pretrain(model, few_videos, MultimodalPretrainConfig(steps=40, batch_size=8, lr=1e-3, num_negatives=6))
+        training = TrainConfig(epochs=20, batch_size=8, adapter_lr=1e-3, head_lr=1e-3, progress=False)
+        history = pretrain(model, few_videos, MultimodalPretrainConfig(num_negatives=6), training)
     assert set(history) >= {"mep_visual", "mep_audio", "pair", "total"}
+    assert all(len(values) == 40 for values in history.values())  # 20 epochs of 16 videos in batches of 8
     first, last = (sum(history["total"][s]) / 8 for s in (slice(0, 8), slice(-8, None)))
     assert last < first - 0.2, (first, last)
     for name in ("mep_visual", "mep_audio"):
@@ -287,13 +291,43 @@ def test_pretraining_is_deterministic(few_videos):
     runs = []
     for _ in range(2):
         with deterministic_cpu(2):
-            runs.append(pretrain(small_model(), few_videos, MultimodalPretrainConfig(steps=3, batch_size=4, negatives="random"))["total"])
-    assert runs[0] == runs[1]
+            training = TrainConfig(epochs=1, batch_size=4, progress=False)
+            runs.append(pretrain(small_model(), few_videos, MultimodalPretrainConfig(negatives="random"), training)["total"])
+    assert len(runs[0]) == 4 and runs[0] == runs[1]
+
+
+def test_the_training_loop_trains_a_model_without_adapters_whole(few_videos):
+    """The loop of the AVEL/AVQA runs serves the end-to-end model: every parameter of the model and
+    of the head is in exactly one group, norms and biases without weight decay."""
+    from avpet_core.pretrain_multimodal import PretrainHeads
+
+    model = small_model()
+    heads = PretrainHeads(model.config.dim)
+    groups = parameter_groups(model, heads, TrainConfig())
+    grouped = [id(p) for g in groups for p in g["params"]]
+    expected = [id(p) for p in (*model.parameters(), *heads.parameters())]
+    assert len(grouped) == len(set(grouped)) and sorted(grouped) == sorted(expected)
+    assert {g["name"] for g in groups} == {"model", "model/no_decay", "head", "head/no_decay"}
+    assert all(p.ndim < 2 for g in groups if g["name"].endswith("no_decay") for p in g["params"])
+
+
+def test_pretraining_without_evaluation_and_without_a_run_directory(few_videos, tmp_path):
+    from avpet_core.pretrain_multimodal import MultimodalPretrainConfig, MultimodalPretrainTask, PretrainHeads
+
+    model = small_model()
+    heads = PretrainHeads(model.config.dim)
+    task = MultimodalPretrainTask(MultimodalPretrainConfig(num_negatives=6))
+    result = fit(model, heads, task, few_videos, None, TrainConfig(epochs=2, batch_size=8, progress=False))
+    assert [sorted(row) for row in result.history] == [["epoch", "seconds", "train_loss"]] * 2
+    assert result.best == result.last
+    assert len(task.history["total"]) == 4
+    assert result.last["train_loss"] == pytest.approx(sum(task.history["total"][2:]) / 2)
+    with pytest.raises(TrainingError, match="no adapters"):
+        fit(model, heads, task, few_videos, None, TrainConfig(epochs=1, progress=False), tmp_path / "run")
 
 
 def test_probe_finetune_and_memory(few_videos):
     from avpet_core.pretrain_multimodal import (
-        FinetuneConfig,
         accuracy,
         extract_features,
         finetune,
@@ -306,8 +340,15 @@ def test_probe_finetune_and_memory(few_videos):
     assert features.shape == (16, 64)
     probe = linear_probe(features, few_videos.video_labels, features, few_videos.video_labels, few_videos.num_classes)
     assert probe > 0.9  # 16 points in 64 dimensions: the probe can fit its own training set
-    classifier, losses = finetune(model, few_videos, FinetuneConfig(steps=3, batch_size=4))
-    assert len(losses) == 3 and 0 <= accuracy(classifier, few_videos) <= 1
+    training = TrainConfig(epochs=2, batch_size=4, progress=False)
+    before = copy.deepcopy(model.state_dict())
+    classifier, result = finetune(model, few_videos, training, val_videos=few_videos)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    assert result.history[-1]["val_accuracy"] == accuracy(classifier, few_videos)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a copy is fine-tuned
+    # end to end: the stems, the shared layer and the head all moved
+    moved = {name.split(".")[0] for name, v in classifier.model.state_dict().items() if not torch.equal(before[name], v)}
+    assert {"visual_stem", "audio_stem", "layers"} <= moved, moved
     frames, audio = few_videos.batch(torch.arange(4))
     memory = [training_memory(classifier, frames, audio, few_videos.video_labels[:4]) for _ in range(2)]
     assert memory[0] == memory[1] and memory[0].activations > 0
@@ -315,7 +356,7 @@ def test_probe_finetune_and_memory(few_videos):
     assert memory[0].parameters == 4 * n and memory[0].optimiser == 8 * n
     # sharing shrinks weights, gradients and Adam state; the saved activations stay (the layer still runs L times)
     unshared = small_model(rank=None, share_layers=False, share_modalities=False)
-    unshared_classifier, _ = finetune(unshared, few_videos, FinetuneConfig(steps=1, batch_size=4))
+    unshared_classifier, _ = finetune(unshared, few_videos, TrainConfig(epochs=1, batch_size=8, progress=False))
     unshared_memory = training_memory(unshared_classifier, frames, audio, few_videos.video_labels[:4])
     assert unshared_memory.parameters > memory[0].parameters
 
