@@ -490,3 +490,21 @@ def test_trainable_target_gradients_repeat_exactly_without_deterministic_mode():
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(g, gradients[0]) for g in gradients[1:])
+
+
+def test_the_paper_size_low_rank_model_pretrains_and_fine_tunes(few_videos):
+    """The configuration of chapter 8's paper-size parameter set (D 768, L 6, 12 heads, FFN 3072,
+    rank 128, the four-stage stems) runs one step of each stage on CPU."""
+    from avpet_core.models.stems import PAPER_STEMS
+    from avpet_core.pretrain_multimodal import MultimodalPretrainConfig, finetune, pretrain
+
+    config = sharing_variants(replace(PAPER_TRANSFORMER, stems=replace(PAPER_STEMS, temporal_kernel=1, num_mel_bins=64)))[-1].config
+    torch.manual_seed(0)
+    model = SharedMultimodalTransformer(config)
+    assert model.transformer_parameters() == 3_843_840
+    training = TrainConfig(epochs=1, batch_size=16, progress=False)
+    history = pretrain(model, few_videos, MultimodalPretrainConfig(), training)
+    assert len(history["total"]) == 1 and all(torch.isfinite(torch.tensor(v)).all() for v in history.values())
+    classifier, result = finetune(model, few_videos, training)
+    assert classifier(*few_videos.batch(torch.arange(2))).shape == (2, few_videos.num_classes)
+    assert torch.isfinite(torch.tensor(result.last["train_loss"]))
