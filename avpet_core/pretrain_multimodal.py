@@ -55,7 +55,7 @@ from torch import nn
 
 from avpet_core.data.synthetic import SynthAVE, SynthAVEConfig
 from avpet_core.models.shared_lowrank import SharedMultimodalTransformer
-from avpet_core.train import FitResult, TrainConfig, evaluate, fit
+from avpet_core.train import FitResult, TrainConfig, evaluate, fit, label_accuracy
 
 NEGATIVE_SAMPLING = ("content", "random")
 PAIR_OBJECTIVES = ("binary", "contrastive", "both")
@@ -346,8 +346,7 @@ class VideoClassificationTask:
         return output.argmax(dim=-1)
 
     def metrics(self, predictions, batches):
-        labels = torch.cat([b["labels"] for b in batches])
-        return {"accuracy": (predictions == labels).float().mean().item()}
+        return label_accuracy(predictions, batches)
 
 
 def finetune(model: SharedMultimodalTransformer, videos: VideoTensors, training: TrainConfig = FINETUNING,

@@ -116,8 +116,13 @@ class AVELTask:
         return head.predict(output)
 
     def metrics(self, predictions, batches):
-        labels = torch.cat([b["labels"] for b in batches])
-        return {"accuracy": (predictions == labels).float().mean().item()}
+        return label_accuracy(predictions, batches)
+
+
+def label_accuracy(predictions: torch.Tensor, batches: list[dict]) -> dict[str, float]:
+    """``{"accuracy": ...}``: the share of ``predictions`` equal to the batches' ``labels``, in order."""
+    labels = torch.cat([b["labels"] for b in batches])
+    return {"accuracy": (predictions == labels).float().mean().item()}
 
 
 def avqa_metric_key(column: str) -> str:
