@@ -9,17 +9,30 @@ BIN         := $(VENV)/bin
 CONSTRAINTS := .ci/constraints.txt
 STAMP       := $(VENV)/.installed
 NOTEBOOKS   := $(sort $(wildcard notebooks/[0-9]*.ipynb))
-# One thread count everywhere, so checked outputs come out the same on every machine of a kind.
-export OMP_NUM_THREADS ?= 2
-export MKL_NUM_THREADS ?= 2
+# The book's pinned CPU numerics (avpet_core/reproducibility.py): every number a chapter checks is
+# made with ATen, MKL and oneDNN on their AVX2 code paths and one intra-op thread, so it comes out
+# the same on every x86-64 machine. Set here, before any Python starts: the variables only work
+# when set before torch initialises, and papermill's and nbval's kernels inherit them.
+export ATEN_CPU_CAPABILITY := avx2
+export MKL_CBWR := AVX2,STRICT
+export ONEDNN_MAX_CPU_ISA := AVX2
+export OMP_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
 export PYTHONHASHSEED := 0
+# Processes side by side: one thread each, so on two cores two chapters run at once (pytest-xdist
+# keeps each notebook's cells in one worker, in order).
+JOBS        ?= 2
+# The robustness run: every training chapter again with seeds disjoint from the committed ones.
+ROBUST_SEEDS ?= [10, 11, 12]
+TRAINING    := $(filter notebooks/05% notebooks/06% notebooks/07% notebooks/08%,$(NOTEBOOKS))
 
-.PHONY: help venv pretrain test unit nbval book notebooks html clean
+.PHONY: help venv pretrain test unit nbval book notebooks html robustness clean
 
 help:
 	@echo "make test   unit tests and nbval over every notebook (creates .venv on first use)"
 	@echo "make book   execute every notebook with papermill, then build _build/html"
 	@echo "make unit | nbval | notebooks | html   the parts of the above"
+	@echo "make robustness   re-execute the training chapters with seeds $(ROBUST_SEEDS) (outside CI)"
 	@echo "make clean  remove _build (keeps .venv)"
 
 venv: $(STAMP)
@@ -34,22 +47,30 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 pretrain: $(STAMP)
 	$(BIN)/avpet pretrain
 
+PYTEST_NB := --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider -n $(JOBS) --dist loadscope
+
 test: pretrain
-	$(BIN)/python -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
+	$(BIN)/python -m pytest tests $(NOTEBOOKS) $(PYTEST_NB)
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests -p no:cacheprovider
+	$(BIN)/python -m pytest tests -p no:cacheprovider -n $(JOBS) --dist loadscope
 
 nbval: pretrain
-	$(BIN)/python -m pytest $(NOTEBOOKS) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
+	$(BIN)/python -m pytest $(NOTEBOOKS) $(PYTEST_NB)
 
 book: notebooks html
 
 notebooks: pretrain
-	@for nb in $(NOTEBOOKS); do \
-		echo "papermill $$nb"; \
-		$(BIN)/papermill --cwd notebooks --kernel python3 --no-progress-bar "$$nb" "$$nb" || exit 1; \
-	done
+	@printf '%s\n' $(NOTEBOOKS) | xargs -P $(JOBS) -I NB sh -c \
+		'echo "papermill NB"; $(BIN)/papermill --cwd notebooks --kernel python3 --no-progress-bar NB NB' || exit 1
+
+# Executes into _build/robustness (the committed notebooks are left alone); fails if an assert fails.
+robustness: pretrain
+	@mkdir -p _build/robustness
+	@printf '%s\n' $(TRAINING) | xargs -P $(JOBS) -I NB sh -c \
+		'echo "papermill NB with SEEDS=$(ROBUST_SEEDS)"; $(BIN)/papermill --cwd notebooks --kernel python3 --no-progress-bar \
+		 -y "SEEDS: $(ROBUST_SEEDS)" NB _build/robustness/$$(basename NB)' || exit 1
+	@echo "robustness: every training chapter's asserts hold with seeds $(ROBUST_SEEDS)"
 
 html: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going

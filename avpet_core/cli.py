@@ -9,8 +9,14 @@
                    [--run-dir DIR] [--resume] [--json]
     avpet reproduce {table1,table2,table4} [the same settings] [--json]   every row of a table, ours beside the paper's
     avpet pretrain [--retrain] [--json]            train-or-load the offline micro-ViT, report its accuracy
+    avpet env      [--fingerprint] [--json]        the numeric environment (pins, CPU code paths, threads)
 
 Errors print one line on stderr and exit with status 2; ``--json`` prints one JSON document on stdout.
+
+Every command runs in the book's pinned CPU numerics (:mod:`avpet_core.reproducibility`): started
+without them, ``avpet`` starts itself again with them before torch loads, so ``avpet reproduce``
+prints the numbers the chapters check on any machine. ``--device cuda`` runs and
+``AVPET_UNPINNED=1`` keep the machine's own, faster CPU code paths.
 """
 
 from __future__ import annotations
@@ -21,15 +27,22 @@ import os
 import sys
 
 import avpet_core
-from avpet_core.adapters import LAVISH_AVE, LAVISH_AVQA, METHODS
-from avpet_core.backbones import MICRO_VIT, BackboneError
-from avpet_core.models.dual_stream import PLACEMENTS
+from avpet_core.reproducibility import exec_pinned
 
-LAVISH_PRESETS = {"ave": LAVISH_AVE, "avqa": LAVISH_AVQA}
 MODELS = ("dual-stream", "shared-lowrank")
+MICRO_VIT = "micro_vit"  # avpet_core.backbones.MICRO_VIT, named here so that torch loads after the pins
+
+
+def _lavish_presets() -> dict:
+    from avpet_core.adapters import LAVISH_AVE, LAVISH_AVQA
+
+    return {"ave": LAVISH_AVE, "avqa": LAVISH_AVQA}
 
 
 def _parser() -> argparse.ArgumentParser:
+    from avpet_core.adapters import METHODS
+    from avpet_core.models.dual_stream import PLACEMENTS
+
     parser = argparse.ArgumentParser(prog="avpet", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"avpet {avpet_core.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -40,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     params.add_argument("--backbone", default=MICRO_VIT, help=f"timm ViT name or {MICRO_VIT!r} (default)")
     params.add_argument("--adapter", default="none", choices=METHODS, help="adapter method (none: the frozen backbone; default)")
     params.add_argument("--streams", default="both", choices=list(PLACEMENTS), help="streams that carry adapters (default both)")
-    params.add_argument("--preset", choices=sorted(LAVISH_PRESETS), help="LAVISH preset (default ave)")
+    params.add_argument("--preset", choices=sorted(_lavish_presets()), help="LAVISH preset (default ave)")
     params.add_argument("--json", action="store_true", help="print one JSON object")
     params.set_defaults(run=_params)
 
@@ -62,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--retrain", action="store_true", help="train again even if a cached model exists")
     pretrain.add_argument("--json", action="store_true", help="print one JSON object")
     pretrain.set_defaults(run=_pretrain)
+
+    env = commands.add_parser("env", help="the numeric environment checked numbers are made in")
+    env.add_argument("--fingerprint", action="store_true", help="also train the two fingerprint models (seconds) and print their weight hashes")
+    env.add_argument("--json", action="store_true", help="print one JSON object")
+    env.set_defaults(run=_env)
     return parser
 
 
@@ -73,7 +91,7 @@ def _params(args: argparse.Namespace) -> dict:
 
     if args.preset is not None and args.adapter != "lavish":
         raise ValueError(f"--preset applies to --adapter lavish only, not {args.adapter!r}")
-    config = LAVISH_PRESETS[args.preset or "ave"] if args.adapter == "lavish" else adapter_config(args.adapter)
+    config = _lavish_presets()[args.preset or "ave"] if args.adapter == "lavish" else adapter_config(args.adapter)
     counts = count_without_weights(args.backbone, config, args.streams)
     dims = _backbone_dims(args.backbone)
     closed_form = closed_form_adapter_parameters(config, dims["embed_dim"], dims["depth"], args.streams)
@@ -204,7 +222,26 @@ def _pretrain(args: argparse.Namespace) -> dict:
     return result
 
 
+def _env(args: argparse.Namespace) -> dict:
+    from avpet_core import reproducibility
+
+    result = {"environment": reproducibility.numeric_environment()}
+    if args.fingerprint:
+        result["fingerprint"] = reproducibility.weights_fingerprint()
+    if not args.json:
+        print(reproducibility.describe(result["environment"]))
+        for name, value in result.get("fingerprint", {}).items():
+            print(f"fingerprint {name:9} {value}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # a real command line: restart in the pinned numerics unless asked not to
+        device = sys.argv[sys.argv.index("--device") + 1] if "--device" in sys.argv[:-1] else "cpu"
+        if device == "cpu":
+            exec_pinned("avpet_core.cli", sys.argv[1:])
+    from avpet_core.backbones import BackboneError
+
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -9,7 +9,10 @@ lives in ``$AVPET_CACHE_DIR`` (default ``~/.cache/avpet``) under a name derived 
 configuration, so changing any setting trains a new model rather than loading a stale one.
 
 Training is deterministic on CPU for a given configuration (seeded generators, deterministic
-algorithms, a fixed thread count), and does not disturb the caller's global RNG state.
+algorithms, one thread), and does not disturb the caller's global RNG state. The cache key also
+holds the numeric environment (:func:`avpet_core.reproducibility.environment_key`): a model trained
+without the book's pinned CPU code paths, by an earlier version or in a reader's own session, is
+never loaded by a pinned run, and each record says what it was trained under.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from avpet_core.backbones import MicroViTConfig, build_micro_vit, load_weights, normalise_images
 from avpet_core.data.procedural_images import NUM_CLASSES, ShapesTexturesConfig, draw_shapes_textures
+from avpet_core.reproducibility import NUM_THREADS, environment_key, numeric_environment, pin_runtime
 
 CACHE_ENV_VAR = "AVPET_CACHE_DIR"
 
@@ -53,10 +57,11 @@ class PretrainConfig:
     test_size: int = 2000
     test_seed: int = 10_000  # the held-out test images are drawn from their own seed
     eval_every: int = 400
-    num_threads: int = 2
+    num_threads: int = NUM_THREADS
 
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        """Hash of the configuration and of the numeric environment it is trained in."""
+        blob = json.dumps({**asdict(self), "numeric_environment": environment_key()}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -98,8 +103,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 @contextmanager
 def deterministic_cpu(num_threads: int):
-    """Fixed thread count and deterministic algorithms for the duration of the block."""
+    """Fixed thread count and deterministic algorithms for the duration of the block
+    (:func:`~avpet_core.reproducibility.pin_runtime`, then ``num_threads``)."""
     threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    pin_runtime()
     torch.set_num_threads(num_threads)
     torch.use_deterministic_algorithms(True)
     try:
@@ -166,12 +173,14 @@ def pretrain_micro_vit(config: PretrainConfig = PretrainConfig(), *, progress: b
                 history.append({"step": step + 1, "train_loss": round(loss.item(), 4), "test_accuracy": accuracy})
                 bar.set_postfix(loss=f"{loss.item():.3f}", test_acc=f"{accuracy:.3f}")
         model.eval()
+        environment = numeric_environment()
     record = {
         "test_accuracy": history[-1]["test_accuracy"],
         "history": history,
         "train_seconds": round(time.perf_counter() - start, 1),
         "num_threads": config.num_threads,
         "torch_version": torch.__version__,
+        "numeric_environment": environment,
         "config": asdict(config),
     }
     return model, record

@@ -161,7 +161,7 @@ class SynthAVEConfig:
 
     num_classes: int = 10  # event classes K; the background label is K
     num_videos: int = 600  # train videos
-    num_eval_videos: int = 200  # val and test videos, each
+    num_eval_videos: int = 200  # val videos (and test videos unless num_test_videos is set)
     image_size: int = 48
     fbank: FbankConfig = SYNTH_FBANK_MICRO
     seed: int = 0
@@ -180,6 +180,7 @@ class SynthAVEConfig:
     colour_jitter: float = 0.12
     num_clutter: int = 3
     pixel_noise: float = 0.04
+    num_test_videos: int | None = None  # None: num_eval_videos; a test split larger than val costs one evaluation
 
     def __post_init__(self):
         if not 1 <= self.num_classes <= MAX_CLASSES:
@@ -191,6 +192,8 @@ class SynthAVEConfig:
 
     def split_size(self, split: str) -> int:
         _check_split(split)
+        if split == "test" and self.num_test_videos is not None:
+            return self.num_test_videos
         return self.num_videos if split == "train" else self.num_eval_videos
 
     def key(self) -> str:
@@ -510,7 +513,7 @@ class SynthAVE(Dataset):
     Args:
         config: the :class:`SynthAVEConfig` (its seed determines every video).
         split: ``"train"`` (``config.num_videos`` videos), ``"val"`` or ``"test"``
-            (``config.num_eval_videos`` each).
+            (``config.num_eval_videos``; test: ``config.num_test_videos`` when set).
         cache: ``None`` generates each item when asked (a few milliseconds); ``"memory"`` keeps
             what has been generated; a directory path generates the whole split once, saves it
             there atomically (``synthave-{config.key()}-{split}.pt``) and loads it on later runs.
@@ -626,7 +629,7 @@ class SynthAVQAConfig:
     """Everything that determines a SynthAVQA dataset."""
 
     num_scenes: int = 300  # train scenes
-    num_eval_scenes: int = 100  # val and test scenes, each
+    num_eval_scenes: int = 100  # val scenes (and test scenes unless num_test_scenes is set)
     questions_per_scene: int = 4
     image_size: int = 48
     fbank: FbankConfig = SYNTH_FBANK_MICRO
@@ -636,11 +639,14 @@ class SynthAVQAConfig:
     silent_probability: float = 0.25  # chance that an on-screen instrument never plays
     snr_db: tuple[float, float] = (5.0, 15.0)  # of a loud instrument; quiet ones are 10 dB lower
     max_question_length: int = MAX_QUESTION_LENGTH
+    num_test_scenes: int | None = None  # None: num_eval_scenes
     # Drawing and sound nuisances shared with SynthAVE.
     ave: SynthAVEConfig = field(default_factory=lambda: SynthAVEConfig(min_scale=0.12, max_scale=0.15, position_drift=0.02))
 
     def split_size(self, split: str) -> int:
         _check_split(split)
+        if split == "test" and self.num_test_scenes is not None:
+            return self.num_test_scenes
         return self.num_scenes if split == "train" else self.num_eval_scenes
 
 
