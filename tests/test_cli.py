@@ -298,3 +298,18 @@ def test_params_adapter_on_a_large_backbone_downloads_and_allocates_nothing(caps
     code, out, err = run_cli(capsys, "params", "--backbone", "vit_large_patch16_224.augreg_in21k", "--adapter", "lavish", "--json")
     assert code == 0, err
     assert json.loads(out)["total"] == 303_301_632 + 13_394_112
+
+
+def test_cli_names_the_micro_vit_like_the_backbones():
+    """cli.py names it itself so that torch loads only after the pins (see avpet_core.reproducibility)."""
+    from avpet_core import backbones, cli
+
+    assert cli.MICRO_VIT == backbones.MICRO_VIT
+
+
+def test_env_command_reports_the_numeric_environment(capsys):
+    from avpet_core.cli import main
+
+    assert main(["env", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"torch", "cpu_vendor", "cpu_capability", "mkl_cbwr", "threads", "pinned"} <= set(report["environment"])

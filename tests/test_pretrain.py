@@ -398,3 +398,26 @@ def test_every_class_is_drawable():
                 assert len(colours) == 2, CLASS_NAMES[label]
             else:
                 assert len(colours) == 3, CLASS_NAMES[label]
+
+
+def test_cache_key_holds_the_numeric_environment(monkeypatch, tmp_path, tiny_pretrain_config):
+    """A model cached under other CPU code paths (an unpinned run, another vendor) is never loaded."""
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))
+    pretrained_micro_vit(tiny_pretrain_config, progress=False)
+    pinned_key = tiny_pretrain_config.key()
+    monkeypatch.setattr(pretrain, "environment_key", lambda: "elsewhere")
+    assert tiny_pretrain_config.key() != pinned_key
+    calls = []
+    real = pretrain.pretrain_micro_vit
+    monkeypatch.setattr(pretrain, "pretrain_micro_vit", lambda *a, **k: calls.append(1) or real(*a, **k))
+    pretrained_micro_vit(tiny_pretrain_config, progress=False)
+    assert calls == [1], "a cache made in another numeric environment was loaded"
+
+
+def test_pretraining_record_says_what_it_was_trained_under(monkeypatch, tmp_path, tiny_pretrain_config):
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))
+    record = pretrained_micro_vit(tiny_pretrain_config, progress=False).pretraining
+    environment = record["numeric_environment"]
+    assert environment["threads"] == tiny_pretrain_config.num_threads == 1
+    assert environment["deterministic"] is True
+    assert {"torch", "cpu_vendor", "cpu_capability", "mkl_cbwr", "onednn_max_cpu_isa", "pinned"} <= set(environment)
