@@ -19,6 +19,8 @@ export ONEDNN_MAX_CPU_ISA := AVX2
 export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 export PYTHONHASHSEED := 0
+# Says 'this is the Makefile's pinned .venv': tests/test_environment.py checks installed == pinned only here.
+export AVPET_PINNED_ENV := 1
 # Processes side by side: one thread each, so on two cores two chapters run at once (pytest-xdist
 # keeps each notebook's cells in one worker, in order).
 JOBS        ?= 2
@@ -26,7 +28,7 @@ JOBS        ?= 2
 ROBUST_SEEDS ?= [10, 11, 12]
 TRAINING    := $(filter notebooks/05% notebooks/06% notebooks/07% notebooks/08%,$(NOTEBOOKS))
 
-.PHONY: help venv pretrain test unit nbval book notebooks html robustness clean
+.PHONY: help venv pretrain test unit nbval book notebooks html robustness clean floors
 
 help:
 	@echo "make test   unit tests and nbval over every notebook (creates .venv on first use)"
@@ -47,7 +49,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 pretrain: $(STAMP)
 	$(BIN)/avpet pretrain
 
-PYTEST_NB := --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider -n $(JOBS) --dist loadscope
+PYTEST_NB := --nbval-lax --nbval-current-env --nbval-cell-timeout=3600 -p no:cacheprovider -n $(JOBS) --dist loadscope
 
 test: pretrain
 	$(BIN)/python -m pytest tests $(NOTEBOOKS) $(PYTEST_NB)
@@ -78,3 +80,14 @@ html: $(STAMP)
 
 clean:
 	rm -rf _build
+
+# Outside CI: the lower bounds of pyproject.toml, tested. A separate venv, _build/venv-floors, gets every direct
+# dependency at the lowest version pyproject allows (uv's --resolution lowest-direct, from PyPI; its
+# torch is a CUDA build of several GB) and runs the unit tests (not the notebooks, whose checked
+# numbers need the pins) with the pinned numerics; the installed == pinned checks skip there.
+floors:
+	@test -x _build/venv-floors/bin/python || $(PYTHON) -m venv _build/venv-floors
+	_build/venv-floors/bin/python -m pip install --quiet --upgrade uv
+	_build/venv-floors/bin/python -m uv pip install --python _build/venv-floors/bin/python --resolution lowest-direct -e ".[test]"
+	_build/venv-floors/bin/python -m uv pip list --python _build/venv-floors/bin/python | grep -iE '^(torch|torchaudio|torchvision|timm|numpy|av|soundfile|safetensors|pytest|ipykernel|matplotlib) '
+	AVPET_PINNED_ENV=0 _build/venv-floors/bin/python -m pytest tests -p no:cacheprovider -n $(JOBS) --dist loadscope

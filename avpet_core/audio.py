@@ -18,6 +18,7 @@ caller passes one) and what is wrong.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,9 +187,40 @@ def audio_to_image(
     return fbank_to_image(waveform_to_fbank(waveform, sample_rate, config, source=source))
 
 
+MEDIA_PACKAGES = {
+    "soundfile": ("soundfile", "audio files (.wav, .flac, .ogg, ...)"),
+    "av": ("PyAV", "video files and the audio of containers (.mp4, .mkv, ...)"),
+}
+"""The optional-at-import media readers: module name -> (what it is called, what it reads)."""
+
+
+def import_media_package(name: str):
+    """Import ``soundfile`` or ``av`` for reading media, or say which package is missing and how to install it.
+
+    Both are dependencies of ``avpet_core`` but are imported only when media is read, so that
+    ``import avpet_core`` works without them; a reader who lacks one gets this
+    :class:`ModuleNotFoundError` (its ``name`` the module) instead of a bare one from deep inside.
+    """
+    title, reads = MEDIA_PACKAGES[name]
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name != name:  # the package is there but something it needs is not
+            raise ModuleNotFoundError(
+                f"{title} (the '{name}' package) is installed but cannot be imported ({err}); "
+                f"reinstall it: pip install --force-reinstall {name}",
+                name=err.name,
+            ) from err
+        raise ModuleNotFoundError(
+            f"reading {reads} needs {title} (the '{name}' package), which is not installed in this "
+            f"environment: pip install {name}",
+            name=name,
+        ) from err
+
+
 def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     """Read an audio file with ``soundfile``; returns a channels-first float32 waveform and its rate."""
-    import soundfile
+    soundfile = import_media_package("soundfile")
 
     path = Path(path)
     if not path.is_file():

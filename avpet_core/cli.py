@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = args.run(args)
-    except (BackboneError, ValueError, OSError) as err:
+    except (BackboneError, ValueError, OSError, ModuleNotFoundError) as err:
         print(f"avpet {args.command}: error: {err}", file=sys.stderr)
         return 2
     if args.json and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports

@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from avpet_core.reproducibility import PINS, UNPINNED_ENV_VAR, missing_pins, pinned_environ
 
@@ -45,6 +46,11 @@ def _without(*names: str) -> dict[str, str]:
     return environ
 
 
+@pytest.mark.skipif(
+    torch.__version__.split("+")[0] != "2.11.0",
+    reason=f"the committed hashes were made with torch 2.11.0 (the pin of .ci/constraints.txt); torch "
+    f"{torch.__version__} is installed here, whose kernels may round differently",
+)
 def test_weights_fingerprint_matches_the_committed_one():
     report = _run(RUN_FINGERPRINT, pinned_environ())
     env = report["environment"]

@@ -14,7 +14,10 @@ Video is decoded with PyAV (FFmpeg inside its wheel); stand-alone audio files (`
   normalised filterbank image ``(T, 3, mel, frames)`` with :func:`avpet_core.audio.audio_to_image`.
 
 Every failure is a :class:`MediaDecodeError` (a ``ValueError``) whose one-line message names the
-file and what is wrong; the PyAV / soundfile exception is kept as its ``__cause__``.
+file and what is wrong; the PyAV / soundfile exception is kept as its ``__cause__``. PyAV and
+soundfile are imported only here, when media is read: without one, reading raises a
+:class:`ModuleNotFoundError` that names the package and its ``pip install`` command
+(:func:`avpet_core.audio.import_media_package`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avpet_core.audio import AudioInputError, FbankConfig, audio_to_image, load_audio, prepare_waveform
+from avpet_core.audio import (
+    AudioInputError,
+    FbankConfig,
+    audio_to_image,
+    import_media_package,
+    load_audio,
+    prepare_waveform,
+)
 
 SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 """Audio files read with ``soundfile``; anything else is opened as a container with PyAV."""
@@ -63,7 +73,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def _open_container(path: Path):
-    import av
+    av = import_media_package("av")
 
     if not path.is_file():
         raise MediaDecodeError(f"{path}: video file not found")
@@ -118,7 +128,7 @@ def decode_frames(
     seconds past the last decodable frame is an error (a truncated file), as is a file without a
     video stream or one that fails to decode.
     """
-    import av
+    av = import_media_package("av")
 
     path = Path(path)
     wanted = sorted((float(t), i) for i, t in enumerate(torch.as_tensor(times, dtype=torch.float64).tolist()))
@@ -158,7 +168,7 @@ def decode_frames(
 
 
 def _read_container_audio(path: Path) -> tuple[torch.Tensor, int]:
-    import av
+    av = import_media_package("av")
 
     with _open_container(path) as container:
         if not container.streams.audio:
