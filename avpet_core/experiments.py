@@ -55,30 +55,41 @@ from avpet_core.train import (
     majority_answer_metrics,
 )
 
-OFFLINE_DATA = SynthAVEConfig(num_videos=160, num_eval_videos=80)
-"""SynthAVE as the offline AVEL runs use it: 160 training videos, 80 each for validation and test."""
+OFFLINE_DATA = SynthAVEConfig(num_videos=160, num_eval_videos=80, num_test_videos=400)
+"""SynthAVE as the offline AVEL runs use it: 160 training videos, 80 for validation (evaluated every
+epoch) and 400 for test (4,000 segments, evaluated once a run: its binomial standard error, about
+0.7 points, is well below the differences between Table 4's rows)."""
 
-OFFLINE_TRAINING = TrainConfig(epochs=5, batch_size=8, adapter_lr=1e-2, head_lr=1e-2)
-"""The offline AVEL runs: 5 epochs of 20 steps (batch 8). Measured on SynthAVE: batches of 16 and
-3 epochs give the adapters 30 optimiser steps, too few to move them; the learning rate is then
-raised to make up for a run that is a hundred times shorter than the paper's."""
+OFFLINE_TRAINING = TrainConfig(epochs=10, batch_size=8, adapter_lr=1e-2, head_lr=1e-2)
+"""The offline AVEL runs: 10 epochs of 20 steps (batch 8). With 5 epochs (100 steps) the validation
+accuracy of most runs sat at the background share for three epochs and was still rising at the
+last, so a row's number said more about when its run left that plateau than about the row
+(measured, seeds 0-2 and 10-12: paired gains of -5 to +10 points between seeds); one frozen-row
+run trained for 12 epochs went from 65.6% (5 epochs) to 74.9% test accuracy, its validation
+accuracy flat from epoch 10 (0.741, 0.740, 0.746). Measured earlier on SynthAVE: batches of 16
+and 3 epochs gave the adapters 30 optimiser steps, too few to move them; the learning rate is
+raised to make up for a run that is still far shorter than the paper's."""
 PAPER_TRAINING = TrainConfig(epochs=15, batch_size=16, adapter_lr=3e-4, head_lr=3e-4, device="cuda")
 
 OFFLINE_AVQA_FBANK = replace(SYNTH_FBANK_MICRO, frame_shift_ms=20.0, target_frames=48)
 """The offline AVQA rows' audio: SynthAVQA's 64 mel bins with a 20 ms hop, 48 frames a second (8 x 6 tokens)."""
 
-OFFLINE_AVQA_DATA = SynthAVQAConfig(num_scenes=200, num_eval_scenes=50, num_test_scenes=200, num_segments=5,
+OFFLINE_AVQA_DATA = SynthAVQAConfig(num_scenes=160, num_eval_scenes=50, num_test_scenes=200, num_segments=5,
                                     fbank=OFFLINE_AVQA_FBANK)
-"""SynthAVQA as the offline AVQA rows (Table 2) use it: 200 training scenes (four questions each), 50
-for validation (evaluated every epoch) and 200 for test (800 questions, evaluated once per run, so
-that the evaluation's own noise, about 1.8 points of binomial standard error near 50 %, stays
-below the differences the chapter reads); five one-second segments instead of ten and a 20 ms
-filterbank hop, which together cut the tokens per video to a third, so that three trained rows
-fit in a chapter's CPU budget. With a paper backbone the data goes back to ten segments at
-ViT-B/16's sizes."""
+"""SynthAVQA as the offline AVQA rows (Table 2) use it: 160 training scenes (four questions each,
+640 questions), 50 for validation (200 questions, evaluated every epoch) and 200 for test (800
+questions, evaluated once a run: its binomial standard error, about 1.7 points near 40 %, is
+half the 3.5 of 200 test questions). Five one-second segments instead of ten and a
+20 ms filterbank hop, which together cut the tokens per video to a third. With a paper backbone
+the data goes back to ten segments at ViT-B/16's sizes."""
 
-OFFLINE_AVQA_TRAINING = TrainConfig(epochs=3, batch_size=8, adapter_lr=3e-3, head_lr=3e-3)
-"""The offline AVQA rows' optimisation: three epochs of 100 steps."""
+OFFLINE_AVQA_TRAINING = TrainConfig(epochs=2, batch_size=8, adapter_lr=3e-3, head_lr=3e-3)
+"""The offline AVQA rows' optimisation: two epochs of 80 steps (batch 8), AdamW at 3e-3. The
+budget is chapter 7's, which trains the three rows with three seeds each on one CPU core in about
+eight minutes: one run of LAVISH's AVQA preset (64 latents) takes about 85 s of CPU, AV-PEA's about
+40 s and the frozen row's about 25 s, so the earlier three epochs over 200 scenes (300 steps)
+would have taken about thirteen minutes. At 160 steps every row is still at the type prior (the
+chapter's learning curves)."""
 
 
 class ExperimentError(ValueError):
