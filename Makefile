@@ -35,6 +35,7 @@ help:
 	@echo "make book   execute every notebook with papermill, then build _build/html"
 	@echo "make unit | nbval | notebooks | html   the parts of the above"
 	@echo "make robustness   re-execute the training chapters with seeds $(ROBUST_SEEDS) (outside CI)"
+	@echo "make floors       unit tests at the lowest versions pyproject.toml allows (outside CI)"
 	@echo "make clean  remove _build (keeps .venv)"
 
 venv: $(STAMP)
