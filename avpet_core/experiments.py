@@ -85,11 +85,11 @@ the data goes back to ten segments at ViT-B/16's sizes."""
 
 OFFLINE_AVQA_TRAINING = TrainConfig(epochs=2, batch_size=8, adapter_lr=3e-3, head_lr=3e-3)
 """The offline AVQA rows' optimisation: two epochs of 80 steps (batch 8), AdamW at 3e-3. The
-budget is chapter 7's, which trains the three rows with three seeds each on one CPU core in about
-eight minutes: one run of LAVISH's AVQA preset (64 latents) takes about 85 s of CPU, AV-PEA's about
-40 s and the frozen row's about 25 s, so the earlier three epochs over 200 scenes (300 steps)
-would have taken about thirteen minutes. At 160 steps every row is still at the type prior (the
-chapter's learning curves)."""
+budget is chapter 7's, which trains the three rows with three seeds each on one CPU core in six
+to eight minutes: one run of LAVISH's AVQA preset (64 latents) takes 60-90 s of CPU, about twice
+AV-PEA's and three times the frozen row's, and the earlier three epochs over 200 scenes (300
+steps) would take about 1.7 times as long. At 160 steps every row is still at the type prior
+(the chapter's learning curves)."""
 
 
 class ExperimentError(ValueError):
