@@ -43,8 +43,8 @@ PINS: dict[str, str] = {
 numerical reproducibility on its AVX2 code path; ``STRICT`` also makes the results independent of
 the inputs' memory alignment (which arrays that come from NumPy do not guarantee)."""
 
-NUM_THREADS = 1
-"""Intra-op threads of every pinned run (the same as ``OMP_NUM_THREADS`` in :data:`PINS`)."""
+NUM_THREADS = int(PINS["OMP_NUM_THREADS"])
+"""Intra-op threads of every pinned run (``OMP_NUM_THREADS`` of :data:`PINS`)."""
 
 UNPINNED_ENV_VAR = "AVPET_UNPINNED"
 """Set to 1 to let the ``avpet`` command run with the machine's own code paths (faster, not the book's numbers)."""

@@ -114,3 +114,13 @@ def test_avpet_keeps_the_machine_code_paths_when_asked():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["environment"]["mkl_cbwr"] is None
+
+
+def test_makefile_exports_the_same_pins_as_the_library():
+    """The Makefile sets the pins for make's targets, PINS for avpet and the tests: one set, not two."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    exported = dict(re.findall(r"^export ([A-Z_]+) *:= *(\S+)", text, re.MULTILINE))
+    assert {name: exported.get(name) for name in PINS} == PINS
