@@ -22,6 +22,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from avpet_core.audio import FbankConfig, audio_to_image
+from avpet_core.data.synthetic import SEGMENT_KINDS
+from avpet_core.evaluation import predict
 
 
 def adapter_gates(model: nn.Module) -> dict[tuple[str, str, str], torch.Tensor]:
@@ -73,20 +75,13 @@ class GateRecorder:
         return torch.stack([v[key] for v in self.values])
 
 
-@torch.no_grad()
 def predict_segments(model: nn.Module, head: nn.Module, dataset: Dataset, *, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(predictions, labels)``, each ``(videos, T)``, of an AVEL model over a whole dataset (eval mode)."""
-    from avpet_core.train import batches_of  # the loop's batching, so the order is the dataset's
-
-    model.eval()
-    head.eval()
+    """``(predictions, labels)``, each ``(videos, T)``, of an AVEL model over a whole dataset
+    (one :func:`avpet_core.evaluation.predict` pass, in the dataset's order, eval mode)."""
     device = next(head.parameters()).device
-    predictions, labels = [], []
-    for batch in batches_of(dataset, list(range(len(dataset))), batch_size):
-        output = head(model(batch["frames"].to(device), batch["audio"].to(device)))
-        predictions.append(head.predict(output).cpu())
-        labels.append(batch["labels"])
-    return torch.cat(predictions), torch.cat(labels)
+    predictions, batches = predict(lambda batch: head.predict(head(model(batch["frames"], batch["audio"]), batch)),
+                                   (model, head), dataset, batch_size=batch_size, device=device)
+    return predictions, torch.cat([b["labels"] for b in batches])
 
 
 def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -152,8 +147,6 @@ def accuracy_by_kind(predictions: torch.Tensor, labels: torch.Tensor, kinds: tor
     background that one modality alone mistakes for the event, so their accuracies show which
     modality a model actually uses. Kinds with no segment are left out.
     """
-    from avpet_core.data.synthetic import SEGMENT_KINDS
-
     if not predictions.shape == labels.shape == kinds.shape:
         raise ValueError(f"predictions {tuple(predictions.shape)}, labels {tuple(labels.shape)} and kinds {tuple(kinds.shape)} differ in shape")
     correct = predictions == labels

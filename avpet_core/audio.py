@@ -232,3 +232,37 @@ def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     if data.shape[0] == 0:
         raise AudioInputError(f"{path}: the audio is empty (0 samples)")
     return torch.from_numpy(data.T.copy()), int(rate)
+
+
+def segment_fbank_images(
+    waveform: torch.Tensor,
+    config: FbankConfig,
+    *,
+    num_segments: int = 10,
+    segment_seconds: float = 1.0,
+    starts: list[float] | None = None,
+    source: str | Path | None = None,
+) -> torch.Tensor:
+    """Spectrogram images ``(num_segments, 3, mel, frames)`` of consecutive segments of a waveform.
+
+    ``waveform`` is 1-D at ``config.sample_rate``. Segment ``t`` covers ``[starts[t], starts[t] +
+    segment_seconds)`` (default ``starts[t] = t * segment_seconds``); each segment goes separately
+    through :func:`audio_to_image`, so it is mean-subtracted, padded or cropped to
+    ``config.target_frames`` and normalised on its own, exactly as a one-second clip would be. A
+    segment that lies (partly) past the end of the waveform keeps what there is; one shorter than
+    a single analysis window is an :class:`AudioInputError` naming ``source``. Pure waveform work:
+    the same for a decoded video's track and for synthetic sound.
+    """
+    rate = config.sample_rate
+    starts = [t * segment_seconds for t in range(num_segments)] if starts is None else list(starts)
+    length = int(round(segment_seconds * rate))
+    where = source if source is not None else "waveform"
+    images = []
+    for index, start in enumerate(starts):
+        first = max(0, int(round(start * rate)))
+        piece = waveform[first : first + length]
+        images.append(audio_to_image(piece, rate, config, source=f"{where} [segment {index}, {start:g} s]"))
+    images = torch.stack(images)
+    if not torch.isfinite(images).all():
+        raise AudioInputError(f"{where}: NaN or infinite values in the filterbank features")
+    return images

@@ -1,12 +1,15 @@
-"""Adapter-only checkpoints: the few megabytes that were trained, never the frozen backbone.
+"""Checkpoints of what was trained: the few megabytes of adapters, never the frozen backbone.
 
 A checkpoint is two files side by side:
 
-* ``NAME.safetensors`` — the adapters' parameters and buffers (e.g. LAVISH's BatchNorm statistics)
-  under ``adapters.*``, and the task head's under ``head.*`` when there is one;
-* ``NAME.json`` — what they fit: the backbone's architecture (name, width, depth, heads, patch),
-  the adapter config, the adapted streams, the head's config if the caller gives one, and free
-  metadata (epoch, metrics, ...).
+* ``NAME.safetensors`` — the trained module's parameters and buffers (e.g. LAVISH's BatchNorm
+  statistics) under the model's ``checkpoint_prefix`` (``adapters.*`` for a dual-stream ViT,
+  ``model.*`` for a model trained end to end), and the task head's under ``head.*`` when there is one;
+* ``NAME.json`` — what they fit: the model's ``signature()`` (for a dual-stream ViT: the
+  backbone's architecture — name, width, depth, heads, patch — the adapter config and the adapted
+  streams), the head's config if the caller gives one, and free metadata (epoch, metrics, ...).
+
+The model follows :class:`avpet_core.models.base.TrainableModel`: no attribute is probed here.
 
 Both are written atomically (a reader sees the old file or the whole new one; an interrupted save
 leaves no torn file). Loading first compares the JSON with the model it is loaded into and refuses,
@@ -23,7 +26,8 @@ import torch
 from torch import nn
 
 import avpet_core
-from avpet_core.pretrain import atomic_write_bytes
+from avpet_core.files import atomic_write_bytes
+from avpet_core.models.base import TrainableModel, check_trainable
 
 FORMAT_VERSION = 1
 
@@ -40,39 +44,14 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
 
 
-def backbone_signature(model) -> dict:
-    """What must match for adapters to fit a backbone: its architecture and its shape."""
-    vit = model.backbone
-    return {
-        "architecture": vit.pretrained_cfg.get("architecture", type(vit).__name__),
-        "embed_dim": int(vit.embed_dim),
-        "depth": len(vit.blocks),
-        "num_heads": int(vit.blocks[0].attn.num_heads),
-        "patch_size": list(vit.patch_embed.patch_size),
-    }
+def model_signature(model: TrainableModel) -> dict:
+    """What the trained tensors fit (the model's ``signature()``, JSON-normalised: tuples become lists)."""
+    return json.loads(json.dumps(check_trainable(model, "checkpoint").signature()))
 
 
-def model_signature(model) -> dict:
-    """The backbone signature, the adapter config and the adapted streams of a dual-stream model."""
-    adapter = model.config.adapter
-    return {
-        "backbone": backbone_signature(model),
-        "adapter": adapter.as_dict() if adapter is not None else None,
-        "streams": model.config.streams,
-    }
-
-
-def _describe(signature: dict) -> str:
-    b, a = signature["backbone"], signature["adapter"]
-    adapter = "no adapter" if a is None else ", ".join(f"{k}={v}" for k, v in a.items())
-    return (
-        f"backbone {b['architecture']} (D={b['embed_dim']}, depth {b['depth']}, patch {b['patch_size']}), "
-        f"adapter [{adapter}] on streams '{signature['streams']}'"
-    )
-
-
-def _trained_state(model: nn.Module, head: nn.Module | None) -> dict[str, torch.Tensor]:
-    state = {f"adapters.{k}": v for k, v in model.adapters.state_dict().items()}
+def _trained_state(model: TrainableModel, head: nn.Module | None) -> dict[str, torch.Tensor]:
+    prefix = model.checkpoint_prefix
+    state = {f"{prefix}.{k}": v for k, v in model.trained_module().state_dict().items()}
     if head is not None:
         state.update({f"head.{k}": v for k, v in head.state_dict().items()})
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
@@ -125,7 +104,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         line = f" line {err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
         raise CheckpointError(f"{config_path}{line}: not a valid checkpoint config ({err})") from err
-    missing = [key for key in ("backbone", "adapter", "streams", "has_head") if key not in config]
+    missing = [key for key in ("format", "has_head") if key not in config]
     if missing:
         raise CheckpointError(f"{config_path}: checkpoint config lacks {missing}")
     try:
@@ -145,20 +124,21 @@ def load_adapters(path: str | Path, model, head: nn.Module | None = None) -> dic
     """
     config, tensors = read_checkpoint(path)
     tensors_path = checkpoint_paths(path)[0]
-    saved = {k: config[k] for k in ("backbone", "adapter", "streams")}
     current = model_signature(model)
+    saved = {k: config.get(k) for k in current}
     if saved != current:
         raise CheckpointError(
-            f"{tensors_path}: checkpoint does not fit this model: it was saved for {_describe(saved)}; "
-            f"this model has {_describe(current)}"
+            f"{tensors_path}: checkpoint does not fit this model: it was saved for {model.describe_signature(saved)}; "
+            f"this model has {model.describe_signature(current)}"
         )
     if config["has_head"] != (head is not None):
         raise CheckpointError(
             f"{tensors_path}: checkpoint {'has' if config['has_head'] else 'has no'} head weights, "
             f"but {'a head was' if head is not None else 'no head was'} given to load them into"
         )
-    adapter_state = {k.removeprefix("adapters."): v for k, v in tensors.items() if k.startswith("adapters.")}
-    _load_strict(model.adapters, adapter_state, tensors_path, "adapters")
+    prefix = f"{model.checkpoint_prefix}."
+    trained_state = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+    _load_strict(model.trained_module(), trained_state, tensors_path, model.checkpoint_prefix)
     if head is not None:
         head_state = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
         _load_strict(head, head_state, tensors_path, "head")

@@ -16,7 +16,8 @@ Errors print one line on stderr and exit with status 2; ``--json`` prints one JS
 Every command runs in the book's pinned CPU numerics (:mod:`avpet_core.reproducibility`): started
 without them, ``avpet`` starts itself again with them before torch loads, so ``avpet reproduce``
 prints the numbers the chapters check on any machine. ``--device cuda`` runs and
-``AVPET_UNPINNED=1`` keep the machine's own, faster CPU code paths.
+``AVPET_UNPINNED=1`` keep the machine's own, faster CPU code paths. That is why this module
+imports the library inside its functions: nothing that loads torch may run before the restart.
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ def _reproduce(args: argparse.Namespace) -> dict:
 
 
 def _pretrain(args: argparse.Namespace) -> dict:
-    from avpet_core.pretrain import PretrainConfig, cache_paths, pretrained_micro_vit
+    from avpet_core.backbones.micro_vit import PretrainConfig, cache_paths, pretrained_micro_vit
 
     model = pretrained_micro_vit(retrain=args.retrain, progress=not args.json)
     record = model.pretraining
@@ -227,7 +228,9 @@ def _env(args: argparse.Namespace) -> dict:
 
     result = {"environment": reproducibility.numeric_environment()}
     if args.fingerprint:
-        result["fingerprint"] = reproducibility.weights_fingerprint()
+        from avpet_core import fingerprint  # trains two small models: loads torch, models and backbones
+
+        result["fingerprint"] = fingerprint.weights_fingerprint()
     if not args.json:
         print(reproducibility.describe(result["environment"]))
         for name, value in result.get("fingerprint", {}).items():

@@ -14,9 +14,13 @@ Two ways to run a row (see the design of the book):
   data="ave"`` (or ``"music-avqa"``) ``, data_root=DIR, device="cuda"``; the learning rates then go
   back to the paper's.
 
-An experiment's ``task`` chooses everything task-specific through :data:`TASKS`: the loop's task
-(:class:`~avpet_core.train.AVELTask`, :class:`~avpet_core.train.AVQATask`), the data it reads,
-the heads it may use, the extra columns of its JSON row and the layout of its printed table.
+Which of the two is decided once, from the backbone: :meth:`RunSettings.profile` is ``"offline"``
+for the micro-ViT and ``"paper"`` for any other backbone; the task reads it to size its data, the
+head width and the optimisation follow it (:func:`training_config`).
+
+An experiment's ``task`` names a task of :data:`avpet_core.tasks.TASKS`, which chooses everything
+task-specific: the data it reads, the extra columns of its JSON row and the layout of its printed
+table; its ``head`` names a head of :data:`avpet_core.heads.HEADS` registered for that task.
 Tables 1 and 4 are AVEL on AVE (``task="avel"``); Table 2 is AVQA on MUSIC-AVQA (``task="avqa"``).
 """
 
@@ -33,27 +37,12 @@ from torch import nn
 from avpet_core.adapters import LAVISH_AVQA, AdapterConfig
 from avpet_core.backbones import MICRO_VIT
 from avpet_core.checkpoints import load_adapters
-from avpet_core.data.synthetic import (
-    NUM_SEGMENTS,
-    SYNTH_AVE_VITB,
-    SYNTH_FBANK_MICRO,
-    SynthAVE,
-    SynthAVEConfig,
-    SynthAVQA,
-    SynthAVQAConfig,
-)
-from avpet_core.heads import AVQAHeadConfig, AVSTHead, CMBSHead, CMBSHeadConfig, SegmentClassifier
+from avpet_core.data.synthetic import SYNTH_FBANK_MICRO, SynthAVEConfig, SynthAVQAConfig
+from avpet_core.heads import build_head, heads_for
 from avpet_core.models import build_dual_stream
-from avpet_core.train import (
-    AVELTask,
-    AVQATask,
-    FitResult,
-    TrainConfig,
-    distributed_context,
-    evaluate,
-    fit,
-    majority_answer_metrics,
-)
+from avpet_core.params import count_adapted
+from avpet_core.tasks import OFFLINE, PAPER, TASKS, Profile, Task, TaskError, get_task
+from avpet_core.train import FitResult, TrainConfig, distributed_context, evaluate, fit
 
 OFFLINE_DATA = SynthAVEConfig(num_videos=160, num_eval_videos=80, num_test_videos=400)
 """SynthAVE as the offline AVEL runs use it: 160 training videos, 80 for validation (evaluated every
@@ -92,7 +81,7 @@ steps) would take about 1.7 times as long. At 160 steps every row is still at th
 (the chapter's learning curves)."""
 
 
-class ExperimentError(ValueError):
+class ExperimentError(TaskError):
     """An experiment name or setting that does not exist."""
 
 
@@ -104,12 +93,13 @@ class Experiment:
         name: ``"table4/both"``, ...
         adapter: adapter method (``"none"`` for the frozen backbone with its head only).
         streams: which streams carry adapters.
-        head: ``"cmbs"`` (the head of AV-PEA's Tables 1 and 4) or ``"segment"`` (LAVISH's) for
-            AVEL; ``"avst"`` (MUSIC-AVQA's AVST, the head of Table 2) for AVQA.
+        head: a head of :data:`avpet_core.heads.HEADS` registered for the task: ``"cmbs"`` (the
+            head of AV-PEA's Tables 1 and 4) or ``"segment"`` (LAVISH's) for AVEL; ``"avst"``
+            (MUSIC-AVQA's AVST, the head of Table 2) for AVQA.
         paper: the paper's headline number for this row, in % (AVE: per-segment accuracy;
             MUSIC-AVQA: the "Avg" column, the mean of the three group accuracies).
         paper_setting: what the paper's number was measured with.
-        task: ``"avel"`` or ``"avqa"`` (a key of :data:`TASKS`).
+        task: ``"avel"`` or ``"avqa"`` (a key of :data:`avpet_core.tasks.TASKS`).
         data: the offline synthetic data (a :class:`SynthAVEConfig` for AVEL, a
             :class:`SynthAVQAConfig` for AVQA).
         adapter_config: the adapter's settings when they differ from the method's defaults
@@ -185,8 +175,12 @@ class RunSettings:
     seed: int = 0
     progress: bool = False
 
+    def profile(self) -> Profile:
+        """Offline (the micro-ViT) or the paper's setting (any other backbone): decided here, once."""
+        return OFFLINE if self.backbone == MICRO_VIT else PAPER
+
     def describe(self, task: str = "avel") -> str:
-        data = TASKS[task].synthetic if self.data == "synth" else f"{self.data} ({self.data_root})"
+        data = get_task(task).synthetic if self.data == "synth" else f"{self.data} ({self.data_root})"
         return f"{self.backbone}{'' if self.pretrained or self.weights_file else ' (random weights)'}, {data}, {self.device}"
 
 
@@ -206,7 +200,7 @@ class ExperimentResult:
     def row(self) -> dict:
         """The row as JSON-ready values (``test_accuracy`` is ``None`` on ranks other than 0).
 
-        The task adds its own columns (:attr:`TaskSpec.row_extras`); AVEL adds none.
+        The task adds its own columns (:meth:`avpet_core.tasks.base.Task.row_extras`); AVEL adds none.
         """
         return {
             "name": self.experiment.name,
@@ -219,67 +213,24 @@ class ExperimentResult:
             "adapter_parameters": self.adapter,
             "trainable_parameters": self.trainable,
             "history": self.fit.history,
-            **TASKS[self.experiment.task].row_extras(self),
+            **task_of(self.experiment).row_extras(self),
         }
+
+
+def task_of(experiment: Experiment) -> Task:
+    """The task of an experiment (:data:`avpet_core.tasks.TASKS`)."""
+    if experiment.task not in TASKS:
+        raise ExperimentError(f"{experiment.name}: unknown task {experiment.task!r}; choose one of {sorted(TASKS)}")
+    return get_task(experiment.task)
 
 
 def datasets(experiment: Experiment, settings: RunSettings):
     """``(train, val, test)`` for the experiment under the settings (its task chooses the data)."""
-    spec = task_spec(experiment.task)
-    if settings.data not in spec.data_kinds:
-        kinds = " or ".join(repr(k) for k in spec.data_kinds)
+    task = task_of(experiment)
+    if settings.data not in task.data_kinds:
+        kinds = " or ".join(repr(k) for k in task.data_kinds)
         raise ExperimentError(f"data {settings.data!r} does not fit {experiment.name} (task {experiment.task}); choose {kinds}")
-    return spec.datasets(experiment, settings)
-
-
-def _avel_datasets(experiment: Experiment, settings: RunSettings):
-    """SynthAVE or AVE (from ``settings.data_root``) at the backbone's sizes."""
-    if settings.data == "synth":
-        config = experiment.data if settings.backbone == MICRO_VIT else replace(
-            experiment.data, image_size=SYNTH_AVE_VITB.image_size, fbank=SYNTH_AVE_VITB.fbank)
-        return tuple(SynthAVE(config, split, cache="memory") for split in ("train", "val", "test"))
-    if settings.data == "ave":
-        from avpet_core.data.ave import AVE, AVE_MICRO, AVEMediaConfig
-
-        if settings.data_root is None:
-            raise ExperimentError("data 'ave' needs --data-root, the AVE directory with Annotations.txt")
-        media = AVE_MICRO if settings.backbone == MICRO_VIT else AVEMediaConfig()
-        return tuple(AVE(settings.data_root, split, media=media) for split in ("train", "val", "test"))
-    raise ExperimentError(f"unknown data {settings.data!r} for an AVEL experiment; choose 'synth' or 'ave'")
-
-
-def _avqa_datasets(experiment: Experiment, settings: RunSettings):
-    """SynthAVQA or MUSIC-AVQA (from ``settings.data_root``) at the backbone's sizes.
-
-    The val and test splits use the train split's vocabularies (as MUSIC-AVQA's code does). The
-    synthetic splits keep every rendered video in memory, so only the first epoch renders. A
-    MUSIC-AVQA directory holds ``avqa-train.json``, ``avqa-val.json``, ``avqa-test.json`` and
-    ``videos/{video_id}.mp4``; its videos are decoded on every read.
-    """
-    if not isinstance(experiment.data, SynthAVQAConfig):
-        raise ExperimentError(f"{experiment.name}: an AVQA experiment needs SynthAVQAConfig data, got {type(experiment.data).__name__}")
-    if settings.data == "synth":
-        config = experiment.data if settings.backbone == MICRO_VIT else replace(
-            experiment.data, image_size=SYNTH_AVE_VITB.image_size, fbank=SYNTH_AVE_VITB.fbank, num_segments=NUM_SEGMENTS)
-        train = SynthAVQA(config, "train", keep_videos=None)
-        return (train, *(SynthAVQA(config, split, vocab=train.vocab, keep_videos=None) for split in ("val", "test")))
-    if settings.data == "music-avqa":
-        from avpet_core.data.ave import AVE_FBANK_MICRO
-        from avpet_core.data.music_avqa import MusicAVQA, VideoFolderMedia
-
-        if settings.data_root is None:
-            raise ExperimentError("data 'music-avqa' needs --data-root, the MUSIC-AVQA directory with avqa-train.json, "
-                                  "avqa-val.json, avqa-test.json and videos/")
-        root = Path(settings.data_root)
-        if not root.is_dir():
-            raise ExperimentError(f"{root}: MUSIC-AVQA directory not found")
-        if settings.backbone == MICRO_VIT:
-            media = VideoFolderMedia(root / "videos", image_size=experiment.data.image_size, fbank=AVE_FBANK_MICRO)
-        else:
-            media = VideoFolderMedia(root / "videos")
-        train = MusicAVQA(root / "avqa-train.json", media)
-        return (train, *(MusicAVQA(root / f"avqa-{split}.json", media, vocab=train.vocab) for split in ("val", "test")))
-    raise ExperimentError(f"unknown data {settings.data!r} for an AVQA experiment; choose 'synth' or 'music-avqa'")
+    return task.datasets(experiment, settings, settings.profile())
 
 
 def build(experiment: Experiment, settings: RunSettings, num_classes: int, *, vocab_size: int | None = None):
@@ -287,26 +238,21 @@ def build(experiment: Experiment, settings: RunSettings, num_classes: int, *, vo
 
     ``num_classes`` is the number of AVEL classes (background included) or of AVQA answers;
     ``vocab_size`` (AVQA only) the number of question tokens, ``<pad>`` and ``<unk>`` included.
+    Offline, the head is ``experiment.head_hidden`` wide (narrow, for the micro-ViT); with a paper
+    backbone it has its own width (AVST's 512).
     """
-    if experiment.head not in task_spec(experiment.task).heads:
-        raise ExperimentError(f"head {experiment.head!r} does not fit task {experiment.task!r}; choose one of {list(task_spec(experiment.task).heads)}")
+    if experiment.head not in heads_for(experiment.task):
+        raise ExperimentError(f"head {experiment.head!r} does not fit task {experiment.task!r}; "
+                              f"choose one of {list(heads_for(experiment.task))}")
+    sizes = {"num_classes": num_classes, **({"vocab_size": vocab_size} if vocab_size is not None else {})}
+    if experiment.head == "avst" and vocab_size is None:
+        raise ExperimentError("the AVST head needs the question vocabulary size")
     torch.manual_seed(settings.seed)
     adapter = experiment.adapter_config if experiment.adapter_config is not None else experiment.adapter
     model = build_dual_stream(settings.backbone, adapter, experiment.streams,
                               pretrained=settings.pretrained, weights_file=settings.weights_file)
-    if experiment.head == "cmbs":
-        head = CMBSHead(model.embed_dim, num_classes, CMBSHeadConfig(hidden=experiment.head_hidden))
-    elif experiment.head == "segment":
-        head = SegmentClassifier(model.embed_dim, num_classes)
-    elif experiment.head == "avst":
-        if vocab_size is None:
-            raise ExperimentError("the AVST head needs the question vocabulary size")
-        # Offline: a narrow head for the micro-ViT; with a paper backbone, AVST's own width (512).
-        width = experiment.head_hidden if settings.backbone == MICRO_VIT else AVQAHeadConfig().hidden
-        head = AVSTHead(model.embed_dim, vocab_size, num_classes, AVQAHeadConfig(hidden=width, word_dim=width))
-    else:
-        raise ExperimentError(f"unknown head {experiment.head!r}")
-    return model, head
+    hidden = experiment.head_hidden if settings.profile().offline else None
+    return model, build_head(experiment.head, experiment.task, model.embed_dim, sizes, hidden)
 
 
 def run_experiment(
@@ -327,33 +273,32 @@ def run_experiment(
     ``result.observer``. The trained model and head (best epoch) come back as ``result.model`` and
     ``result.head``.
     """
-    from avpet_core.params import count_adapted
-
     experiment = get_experiment(experiment) if isinstance(experiment, str) else experiment
     if resume and run_dir is None:
         raise ExperimentError("resuming needs the run directory of the run (--run-dir)")
-    spec = task_spec(experiment.task)
+    task = task_of(experiment)
     train_set, val_set, test_set = splits if splits is not None else datasets(experiment, settings)
-    model, head = build(experiment, settings, **spec.head_sizes(train_set))
+    model, head = build(experiment, settings, **task.head_sizes(train_set))
     training = training_config(experiment, settings)
     on_step = observer(model) if observer is not None else None
     with tempfile.TemporaryDirectory(prefix="avpet-run-") as scratch:
         directory = Path(run_dir) if run_dir is not None else Path(scratch)
-        result = fit(model, head, spec.task(), train_set, val_set, training, directory, resume=resume,
+        result = fit(model, head, task, train_set, val_set, training, directory, resume=resume,
                      metadata={"experiment": experiment.name, "settings": settings.__dict__}, on_step=on_step)
         if distributed_context()[0] != 0:  # under torchrun only rank 0 wrote the checkpoints and reports
             return ExperimentResult(experiment, settings, result)
         load_adapters(directory / "best", model, head)
-    test = evaluate(model, head, spec.task(), test_set, training)
+    test = evaluate(model, head, task, test_set, training)
     counts = count_adapted(model, head)
     return ExperimentResult(experiment, settings, result, test, trainable=counts.trainable, adapter=counts.adapter,
-                            baselines=spec.baselines(train_set, test_set), model=model, head=head, observer=on_step)
+                            baselines=task.baselines(train_set, test_set), model=model, head=head, observer=on_step)
 
 
 def training_config(experiment: Experiment, settings: RunSettings) -> TrainConfig:
-    """The optimisation settings of a row: its offline ones on CPU, the paper's (:data:`PAPER_TRAINING`,
-    15 epochs at 3e-4) on cuda; the settings' seed, device and epoch count (if given) override them."""
-    base = experiment.training if settings.device == "cpu" else PAPER_TRAINING
+    """The optimisation settings of a row: its offline ones in the offline profile, the paper's
+    (:data:`PAPER_TRAINING`, 15 epochs at 3e-4) with a paper backbone; the settings' seed, device and
+    epoch count (if given) override them."""
+    base = experiment.training if settings.profile().offline else PAPER_TRAINING
     return replace(base, device=settings.device, seed=settings.seed, progress=settings.progress,
                    epochs=settings.epochs or base.epochs)
 
@@ -376,120 +321,8 @@ def format_table(results: list[ExperimentResult]) -> str:
     """Ours beside the paper's, labelled with where each came from (the layout is the task's)."""
     first = results[0]
     lines = [f"ours: {first.settings.describe(first.experiment.task)}  |  paper: {first.experiment.paper_setting}"]
-    return "\n".join(lines + task_spec(first.experiment.task).table_lines(results))
+    return "\n".join(lines + task_of(first.experiment).table_lines(results))
 
 
-def _avel_table_lines(results: list[ExperimentResult]) -> list[str]:
-    lines = [f"{'row':34} {'adapter':>9} {'test acc (ours)':>16} {'paper':>7}"]
-    for r in results:
-        ours = f"{100 * r.test['accuracy']:.1f}%"
-        paper = f"{r.experiment.paper:.2f}%" if r.experiment.paper is not None else "-"
-        lines.append(f"{r.experiment.label:34} {r.adapter / 1e6:8.3f}M {ours:>16} {paper:>7}")
-    return lines
-
-
-AVQA_TABLE_COLUMNS = (("Audio", "audio"), ("Visual", "visual"), ("A-V", "audio_visual"), ("Avg", "group_mean"), ("overall", "accuracy"))
-"""The printed Table 2 columns: the three groups, the paper's "Avg" (their mean) and the accuracy over all questions."""
-
-
-def _percent(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{100 * value:.{digits}f}"
-
-
-def _avqa_table_lines(results: list[ExperimentResult]) -> list[str]:
-    """Two lines per row — ours, then the paper's — and a per-type block (the paper gives no per-type numbers)."""
-    from avpet_core.data.music_avqa import QUESTION_TYPES, type_name
-    from avpet_core.train import avqa_metric_key
-
-    header = "".join(f" {name:>7}" for name, _ in AVQA_TABLE_COLUMNS)
-    lines = [f"{'test accuracy (%)':34} {'':5} {'adapter':>8} {'trained':>8}{header}"]
-    for r in results:
-        e = r.experiment
-        ours = "".join(f" {_percent(r.test.get(key), 1):>7}" for _, key in AVQA_TABLE_COLUMNS)
-        lines.append(f"{e.label:34} {'ours':5} {r.adapter / 1e6:7.3f}M {r.trainable / 1e6:7.3f}M{ours}")
-        paper_columns = dict(e.paper_columns)
-        paper = "".join(f" {_percent(None if key not in paper_columns else paper_columns[key] / 100, 2):>7}"
-                        for _, key in AVQA_TABLE_COLUMNS)
-        counts = [f"{m:.1f}M" for m in e.paper_parameters_m] if e.paper_parameters_m else ["-", "-"]
-        lines.append(f"{'':34} {'paper':5} {counts[0]:>8} {counts[1]:>8}{paper}")
-    majority = results[0].baselines.get("majority_answer")
-    if majority is not None:
-        cells = "".join(f" {_percent(majority.get(key), 1):>7}" for _, key in AVQA_TABLE_COLUMNS)
-        lines.append(f"{'majority answer of the train split':34} {'ours':5} {'-':>8} {'-':>8}{cells}")
-    lines.append("Avg: mean of the Audio, Visual and A-V accuracies (the paper's Avg); overall: over all questions.")
-    names = [r.experiment.name.split("/")[-1] for r in results]
-    lines.append("")
-    lines.append(f"{'per question type (ours, %)':34}" + "".join(f" {n:>7}" for n in names))
-    for index in range(len(QUESTION_TYPES)):
-        key = avqa_metric_key(type_name(index))
-        lines.append(f"{type_name(index):34}" + "".join(f" {_percent(r.test.get(key), 1):>7}" for r in results))
-    return lines
-
-
-def _avqa_row_extras(result: ExperimentResult) -> dict:
-    e = result.experiment
-    return {
-        "task": e.task,
-        "test": dict(result.test),
-        "paper_columns": dict(e.paper_columns),
-        "paper_adapter_parameters_m": e.paper_parameters_m[0] if e.paper_parameters_m else None,
-        "paper_trainable_parameters_m": e.paper_parameters_m[1] if e.paper_parameters_m else None,
-        "baselines": result.baselines,
-    }
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """Everything an experiment's ``task`` decides.
-
-    Attributes:
-        task: makes the training loop's task (:class:`~avpet_core.train.Task`).
-        synthetic: the name of the offline data set, for the labels of printed tables.
-        data_kinds: the ``RunSettings.data`` values the task reads.
-        heads: the head names it accepts.
-        datasets: ``(experiment, settings) -> (train, val, test)``.
-        head_sizes: ``train_set -> keyword arguments of`` :func:`build`.
-        baselines: ``(train_set, test_set) -> {name: metrics}``, data-only reference rows.
-        row_extras: ``result -> {key: value}`` added to the JSON row.
-        table_lines: ``results -> lines`` of the printed table, below the settings line.
-    """
-
-    task: Callable[[], object]
-    synthetic: str
-    data_kinds: tuple[str, ...]
-    heads: tuple[str, ...]
-    datasets: Callable
-    head_sizes: Callable
-    baselines: Callable
-    row_extras: Callable
-    table_lines: Callable
-
-
-TASKS: dict[str, TaskSpec] = {
-    "avel": TaskSpec(
-        task=AVELTask, synthetic="SynthAVE", data_kinds=("synth", "ave"), heads=("cmbs", "segment"),
-        datasets=_avel_datasets,
-        head_sizes=lambda train: {"num_classes": train.num_classes},
-        baselines=lambda train, test: {},
-        row_extras=lambda result: {},
-        table_lines=_avel_table_lines,
-    ),
-    "avqa": TaskSpec(
-        task=AVQATask, synthetic="SynthAVQA", data_kinds=("synth", "music-avqa"), heads=("avst",),
-        datasets=_avqa_datasets,
-        head_sizes=lambda train: {"num_classes": train.num_answers, "vocab_size": len(train.question_vocab)},
-        baselines=lambda train, test: {"majority_answer": majority_answer_metrics(train, test)},
-        row_extras=_avqa_row_extras,
-        table_lines=_avqa_table_lines,
-    ),
-}
-"""What each task of an :class:`Experiment` chooses (see :class:`TaskSpec`)."""
-
-DATA_KINDS: tuple[str, ...] = tuple(dict.fromkeys(k for spec in TASKS.values() for k in spec.data_kinds))
+DATA_KINDS: tuple[str, ...] = tuple(dict.fromkeys(k for task in TASKS.values() for k in task.data_kinds))
 """Every value ``RunSettings.data`` may take (each task reads some of them)."""
-
-
-def task_spec(task: str) -> TaskSpec:
-    if task not in TASKS:
-        raise ExperimentError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
-    return TASKS[task]

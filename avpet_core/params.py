@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from avpet_core.models.dual_stream import PLACEMENTS, build_dual_stream
+
 
 @dataclass(frozen=True)
 class ParamCounts:
@@ -74,8 +76,9 @@ class AdaptedCounts(ParamCounts):
 
 
 def count_adapted(model: nn.Module, head: nn.Module | None = None) -> AdaptedCounts:
-    """Count a :class:`~avpet_core.models.DualStreamViT` (and its task head) in the papers' convention."""
-    adapter = sum(p.numel() for p in model.adapters.parameters())
+    """Count a :class:`~avpet_core.models.DualStreamViT` (and its task head) in the papers' convention:
+    ``adapter`` counts what the model trains (its ``trained_module()``)."""
+    adapter = sum(p.numel() for p in model.trained_module().parameters())
     counts = count_parameters(model)
     head_counts = count_parameters(head) if head is not None else ParamCounts(0, 0)
     return AdaptedCounts(
@@ -87,8 +90,6 @@ def count_adapted(model: nn.Module, head: nn.Module | None = None) -> AdaptedCou
 
 def closed_form_adapter_parameters(adapter_config, embed_dim: int, depth: int, streams: str = "both") -> int:
     """Adapter parameters from the closed form: per adapter x sites per block x blocks x adapted streams."""
-    from avpet_core.models.dual_stream import PLACEMENTS
-
     if adapter_config is None:
         return 0
     per_block = adapter_config.num_parameters(embed_dim) * len(adapter_config.sites)
@@ -97,8 +98,6 @@ def closed_form_adapter_parameters(adapter_config, embed_dim: int, depth: int, s
 
 def count_without_weights(backbone: str, adapter="avpea", streams: str = "both", **adapter_options) -> AdaptedCounts:
     """Build the dual-stream model on PyTorch's ``meta`` device (no weights, no memory, no download) and count it."""
-    from avpet_core.models.dual_stream import build_dual_stream
-
     with torch.device("meta"):
         model = build_dual_stream(backbone, adapter, streams, **adapter_options)
     return count_adapted(model)

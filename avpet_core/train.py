@@ -39,10 +39,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, default_collate
+from tqdm.auto import tqdm
 
 from avpet_core.checkpoints import load_adapters, save_adapters
-from avpet_core.data.music_avqa import GROUPS, QUESTION_TYPES, accuracy_by_type, type_name
-from avpet_core.pretrain import atomic_write_bytes, ensure_writable
+from avpet_core.evaluation import autocast_for, predict, to_device
+from avpet_core.files import atomic_write_bytes, ensure_writable
+from avpet_core.models.base import TrainableModel, check_trainable
 from avpet_core.reproducibility import NUM_THREADS, pin_runtime
 
 
@@ -86,140 +88,42 @@ class TrainConfig:
     progress: bool = True
 
 
-class Task(Protocol):
-    """What the loop needs from a task: run the model and head on a batch, and score predictions."""
+class LoopTask(Protocol):
+    """What the loop needs from a task (:class:`avpet_core.tasks.base.Task` provides it).
+
+    ``features(model, batch)`` runs the model on the batch's ``inputs``; the head does the rest
+    (``head(features, batch)``, ``head.loss(out, batch)``, ``head.predict(out)``), and
+    ``metrics(predictions, batches)`` scores an evaluation pass (``batches`` without the inputs).
+    """
 
     name: str
     metric: str  # the metric that picks the best epoch (higher is better)
+    inputs: tuple[str, ...]
 
-    def forward(self, model: nn.Module, head: nn.Module, batch: dict): ...
+    def features(self, model: nn.Module, batch: dict): ...
 
-    def loss(self, head: nn.Module, output, batch: dict) -> torch.Tensor: ...
-
-    def predict(self, head: nn.Module, output) -> torch.Tensor: ...
-
-    def metrics(self, predictions: torch.Tensor, batches: list[dict]) -> dict[str, float]: ...
+    def metrics(self, predictions: torch.Tensor, batches: list[dict]) -> dict: ...
 
 
-class AVELTask:
-    """Audio-visual event localisation: one label per segment; metric: segment accuracy."""
+class Head(Protocol):
+    """What the loop needs from a head: ``head(features, batch)``, ``loss(out, batch)``, ``predict(out)``."""
 
-    name = "avel"
-    metric = "accuracy"
+    def __call__(self, features, batch: dict): ...
 
-    def forward(self, model, head, batch):
-        return head(model(batch["frames"], batch["audio"]))
+    def loss(self, output, batch: dict) -> torch.Tensor: ...
 
-    def loss(self, head, output, batch):
-        return head.loss(output, batch["labels"])
-
-    def predict(self, head, output):
-        return head.predict(output)
-
-    def metrics(self, predictions, batches):
-        return label_accuracy(predictions, batches)
-
-
-def label_accuracy(predictions: torch.Tensor, batches: list[dict]) -> dict[str, float]:
-    """``{"accuracy": ...}``: the share of ``predictions`` equal to the batches' ``labels``, in order."""
-    labels = torch.cat([b["labels"] for b in batches])
-    return {"accuracy": (predictions == labels).float().mean().item()}
-
-
-def avqa_metric_key(column: str) -> str:
-    """A Table 2 column as a log-friendly key: ``"Audio-Visual/Counting" -> "audio_visual_counting"``."""
-    return column.lower().replace("-", "_").replace("/", "_")
-
-
-AVQA_COLUMNS: tuple[str, ...] = (*(type_name(i) for i in range(len(QUESTION_TYPES))), *GROUPS)
-"""The nine question types (``"Audio/Counting"``, ...) and the three groups, in Table 2's order."""
-
-AVQA_METRIC_KEYS: dict[str, str] = {
-    "overall": "accuracy",
-    **{column: avqa_metric_key(column) for column in AVQA_COLUMNS},
-    "group mean": "group_mean",
-}
-"""Column name -> metric key of :meth:`AVQATask.metrics` (``"overall"`` is ``"accuracy"``)."""
-
-
-class AVQATask:
-    """Audio-visual question answering (MUSIC-AVQA): one answer per question about a video.
-
-    The model runs on the video, the head (:class:`~avpet_core.heads.AVSTHead`) reads its tokens
-    together with the question; the loss is the head's ``CE(answer) + 0.5 CE(match)``. The metric
-    that picks the best epoch, ``"accuracy"``, is the accuracy over all questions. :meth:`metrics`
-    also gives the columns of MUSIC-AVQA's and AV-PEA's Table 2 (Sec. 4.2), under keys fit for a
-    CSV header (:data:`AVQA_METRIC_KEYS`):
-
-    * one accuracy per question type, e.g. ``"audio_visual_temporal"``;
-    * one per group: ``"audio"``, ``"visual"``, ``"audio_visual"``;
-    * ``"group_mean"``, the unweighted mean of the three group accuracies — what AV-PEA's Table 2
-      prints as "Avg" (for every row of that table, Avg equals the mean of its Audio, Visual and
-      Audio-Visual columns, not the accuracy over all questions).
-
-    A type or group without questions in the evaluated set gets ``None`` (the keys stay the same
-    from epoch to epoch, so the CSV log keeps one header).
-    """
-
-    name = "avqa"
-    metric = "accuracy"
-
-    def forward(self, model, head, batch):
-        return head(model(batch["frames"], batch["audio"]), batch["question"], batch["question_length"])
-
-    def loss(self, head, output, batch):
-        return head.loss(output, batch)
-
-    def predict(self, head, output):
-        return head.predict(output)
-
-    def metrics(self, predictions, batches):
-        answers = torch.cat([b["answer"].flatten() for b in batches])
-        types = torch.cat([b["type"].flatten() for b in batches])
-        return avqa_metrics(predictions.flatten() == answers, types)
-
-
-def avqa_metrics(correct: torch.Tensor, types: torch.Tensor) -> dict[str, float | None]:
-    """Overall accuracy, then Table 2's columns (:class:`AVQATask`) from per-question correctness."""
-    table = accuracy_by_type(correct, types)
-    result: dict[str, float | None] = {"accuracy": table.get("overall")}
-    for column in AVQA_COLUMNS:
-        result[avqa_metric_key(column)] = table.get(column)
-    groups = [table[g] for g in GROUPS if g in table]
-    result["group_mean"] = sum(groups) / len(groups) if len(groups) == len(GROUPS) else None
-    return result
-
-
-def majority_answer_metrics(train_set, eval_set, *, per_type: bool = False) -> dict[str, float | None]:
-    """:class:`AVQATask`'s metrics of answering every question of ``eval_set`` with the most frequent train answer.
-
-    ``per_type=True`` takes the most frequent train answer of the question's type instead (a prior
-    that reads the question's type, not the video). Only the answers are read, no media. Ties go
-    to the answer with the lower index.
-    """
-    train_answers = torch.tensor(train_set.answer_ids, dtype=torch.int64)
-    train_types = torch.tensor([q.type_index for q in train_set.questions], dtype=torch.int64)
-    answers = torch.tensor(eval_set.answer_ids, dtype=torch.int64)
-    types = torch.tensor([q.type_index for q in eval_set.questions], dtype=torch.int64)
-    overall = int(torch.bincount(train_answers).argmax())
-    predictions = torch.full_like(answers, overall)
-    if per_type:
-        for kind in types.unique().tolist():
-            chosen = train_answers[train_types == kind]
-            if len(chosen):
-                predictions[types == kind] = int(torch.bincount(chosen).argmax())
-    return avqa_metrics(predictions == answers, types)
+    def predict(self, output) -> torch.Tensor: ...
 
 
 class _Trainable(nn.Module):
     """Model + head as one module, so that DistributedDataParallel can wrap the pair."""
 
-    def __init__(self, model: nn.Module, head: nn.Module, task: Task):
+    def __init__(self, model: nn.Module, head: nn.Module, task: LoopTask):
         super().__init__()
         self.model, self.head, self.task = model, head, task
 
     def forward(self, batch: dict):
-        return self.task.forward(self.model, self.head, batch)
+        return self.head(self.task.features(self.model, batch), batch)
 
 
 @dataclass
@@ -255,15 +159,6 @@ def epoch_order(length: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(length, generator=generator).tolist()
 
 
-def batches_of(dataset: Dataset, indices: list[int], size: int):
-    for start in range(0, len(indices), size):
-        yield default_collate([dataset[i] for i in indices[start : start + size]])
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
     """Linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to zero."""
     warmup = max(1, int(round(total * warmup_fraction)))
@@ -273,17 +168,15 @@ def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def parameter_groups(model: nn.Module, head: nn.Module, config: TrainConfig) -> list[dict]:
-    """Adapters and head at their own learning rates; no weight decay on gates, norms and biases.
+def parameter_groups(model: TrainableModel, head: nn.Module, config: TrainConfig) -> list[dict]:
+    """What the model trains and the head, at their own learning rates; no weight decay on gates,
+    norms and biases.
 
-    A model with an ``adapters`` attribute (the dual-stream ViT) trains those; any other model (one
-    trained end to end, such as the shared multimodal Transformer) trains every parameter that
-    requires a gradient, in the group ``"model"``.
+    The model's part is its ``trained_module()`` (the adapters of a frozen backbone, or a whole
+    model trained end to end), in the group named by its ``checkpoint_prefix``.
     """
-    adapters = getattr(model, "adapters", None)
-    trained_name, trained = ("adapters", adapters) if adapters is not None else ("model", model)
     groups = []
-    for name, module, lr in ((trained_name, trained, config.adapter_lr), ("head", head, config.head_lr)):
+    for name, module, lr in ((model.checkpoint_prefix, model.trained_module(), config.adapter_lr), ("head", head, config.head_lr)):
         decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
         groups.append({"name": f"{name}", "params": decay, "lr": lr, "weight_decay": config.weight_decay})
@@ -294,25 +187,18 @@ def parameter_groups(model: nn.Module, head: nn.Module, config: TrainConfig) -> 
 # -- the loop ---------------------------------------------------------------------------------
 
 
-def evaluate(model: nn.Module, head: nn.Module, task: Task, dataset: Dataset, config: TrainConfig) -> dict[str, float]:
-    """Metrics of ``task`` over the whole ``dataset`` (eval mode, no gradients)."""
-    device = torch.device(config.device)
-    model.eval()
-    head.eval()
-    predictions, batches = [], []
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda")
-    with torch.no_grad(), autocast:
-        for batch in batches_of(dataset, list(range(len(dataset))), config.eval_batch_size):
-            output = task.forward(model, head, to_device(batch, device))
-            predictions.append(task.predict(head, output).cpu())
-            batches.append({k: v for k, v in batch.items() if k not in ("frames", "audio")})
-    return task.metrics(torch.cat(predictions), batches)
+def evaluate(model: nn.Module, head: nn.Module, task: LoopTask, dataset: Dataset, config: TrainConfig) -> dict[str, float]:
+    """Metrics of ``task`` over the whole ``dataset`` (one :func:`avpet_core.evaluation.predict` pass)."""
+    predictions, batches = predict(lambda batch: head.predict(head(task.features(model, batch), batch)), (model, head),
+                                   dataset, batch_size=config.eval_batch_size, device=config.device, bf16=config.bf16,
+                                   drop=task.inputs)
+    return task.metrics(predictions, batches)
 
 
 def fit(
-    model: nn.Module,
-    head: nn.Module,
-    task: Task,
+    model: TrainableModel,
+    head: Head,
+    task: LoopTask,
     train_set: Dataset,
     val_set: Dataset | None,
     config: TrainConfig = TrainConfig(),
@@ -322,10 +208,11 @@ def fit(
     metadata: dict | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> FitResult:
-    """Train ``model``'s adapters and ``head`` on ``train_set``; evaluate on ``val_set`` every epoch.
+    """Train what ``model`` trains (its adapters, or all of it) and ``head`` on ``train_set``; evaluate
+    on ``val_set`` every epoch.
 
-    A model without adapters is trained whole (see :func:`parameter_groups`). With ``val_set=None``
-    nothing is evaluated (self-supervised pretraining) and ``best`` is the last epoch.
+    ``model`` follows :class:`avpet_core.models.base.TrainableModel`. With ``val_set=None`` nothing
+    is evaluated (self-supervised pretraining) and ``best`` is the last epoch.
 
     Args:
         run_dir: where checkpoints, state and logs go (``None``: keep nothing on disk).
@@ -334,6 +221,7 @@ def fit(
         metadata: stored in every checkpoint's JSON (e.g. the experiment's name and settings).
         on_step: called as ``on_step(epoch, step_in_epoch, loss)`` after every optimiser step.
     """
+    check_trainable(model, "fit")
     rank, world = distributed_context()
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -342,9 +230,6 @@ def fit(
         raise TrainingError(f"the global batch {config.batch_size} does not split evenly over {world} processes")
     if resume and run_dir is None:
         raise TrainingError("resume=True needs a run directory")
-    if run_dir is not None and getattr(model, "adapters", None) is None:
-        raise TrainingError(f"{run_dir}: run directories keep adapter checkpoints, and {type(model).__name__} has no "
-                            "adapters; train it with run_dir=None and save it yourself")
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None and rank == 0:
         ensure_writable(run_dir)
@@ -367,7 +252,7 @@ def fit(
     if resume:
         start_epoch = _restore(run_dir, model, head, optimiser, schedule, result)
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda")
+    autocast = autocast_for(device, config.bf16)
     per_rank = config.batch_size // world
     for epoch in range(start_epoch, config.epochs):
         torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout and any other global randomness
@@ -384,7 +269,7 @@ def fit(
             batch = to_device(default_collate([train_set[i] for i in mine]), device)
             with autocast:
                 output = trainable(batch)
-                loss = task.loss(head, output, batch)
+                loss = head.loss(output, batch)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
@@ -427,8 +312,6 @@ def _mean_over_ranks(value: torch.Tensor, world: int) -> float:
 def _progress(total: int, description: str, enabled: bool):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=description, leave=False, mininterval=2.0)
 
 

@@ -56,6 +56,6 @@ def restore_torch_state():
 
 @pytest.fixture
 def tiny_pretrain_config():
-    from avpet_core.pretrain import PretrainConfig
+    from avpet_core.backbones.micro_vit import PretrainConfig
 
     return PretrainConfig(steps=8, batch_size=8, test_size=32, eval_every=4)

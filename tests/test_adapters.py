@@ -213,7 +213,7 @@ def test_avpea_adapter_follows_equations_5_to_8():
         ca = 0.7 * (torch.softmax(logits, 0) @ other[b])            # eq. 7
         rows = torch.cat([ca[None], x[b, 1:]])                       # [CA ; X_p]
         expected[b] = -1.3 * (torch.relu(rows @ w1.T + b1) @ w2.T + b2)  # eq. 5, f = Linear-ReLU-Linear
-    torch.testing.assert_close(adapter(x, other), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(adapter(x, {"audio": other}), expected, rtol=1e-5, atol=1e-6)
 
     assert adapter.bottleneck.down.out_features == dim // 4  # D = reduction * d
     assert AVPEAAdapter(768).bottleneck.down.out_features == 96 and AVPEAAdapter(1024).bottleneck.down.out_features == 128
@@ -233,7 +233,7 @@ def test_avpea_exchange_reaches_only_the_cls_row_within_a_block():
         adapter.g.fill_(1.0)
         adapter.h.fill_(1.0)
     x = torch.randn(2, 6, 16)
-    a, b = adapter(x, torch.randn(2, 9, 16)), adapter(x, torch.randn(2, 9, 16))
+    a, b = adapter(x, {"audio": torch.randn(2, 9, 16)}), adapter(x, {"audio": torch.randn(2, 9, 16)})
     assert not torch.allclose(a[:, 0], b[:, 0])
     assert torch.equal(a[:, 1:], b[:, 1:])
 
@@ -247,7 +247,7 @@ def test_other_methods_exchange(method):
         torch.nn.init.constant_(gate, 1.0)
     adapter.eval()
     x = torch.randn(2, 6, 16)
-    a, b = adapter(x, torch.randn(2, 9, 16)), adapter(x, torch.randn(2, 9, 16))
+    a, b = adapter(x, {"audio": torch.randn(2, 9, 16)}), adapter(x, {"audio": torch.randn(2, 9, 16)})
     if method == "houlsby":
         assert torch.equal(a, b)
     else:
@@ -404,3 +404,20 @@ def test_any_timm_vit_with_a_cls_token(method):
     assert out.visual_tokens.shape == (1, 2, 1 + 16, 192) and out.audio_tokens.shape == (1, 2, 1 + 24, 192)
     visual_ref, audio_ref = frozen_reference(model, frames, audio)
     assert torch.equal(out.visual_tokens, visual_ref) and torch.equal(out.audio_tokens, audio_ref)
+
+
+@pytest.mark.parametrize("method", ["avpea", "lavish_ave", "houlsby"])
+def test_several_other_modalities_are_read_side_by_side(method):
+    """``adapter(tokens, others)`` with two other modalities reads their tokens joined along the token
+    axis (our generalisation for trimodal models); with one, the tokens as they are."""
+    torch.manual_seed(0)
+    configs = {"avpea": AVPEAConfig(reduction=2), "lavish_ave": LavishConfig(reduction=4), "houlsby": CONFIGS["houlsby"]}
+    adapter = configs[method].build(16)
+    for gate in adapter.gates().values():
+        torch.nn.init.constant_(gate, 1.0)
+    adapter.eval()
+    x, audio, text = torch.randn(2, 6, 16), torch.randn(2, 5, 16), torch.randn(2, 3, 16)
+    both = adapter(x, {"audio": audio, "text": text})
+    torch.testing.assert_close(both, adapter(x, {"joined": torch.cat([audio, text], dim=1)}))
+    if method != "houlsby":
+        assert not torch.allclose(both, adapter(x, {"audio": audio}))

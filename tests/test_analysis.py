@@ -16,7 +16,8 @@ from avpet_core.analysis import (
 from avpet_core.data.synthetic import SynthAVE, SynthAVEConfig
 from avpet_core.heads import SegmentClassifier
 from avpet_core.models import build_dual_stream
-from avpet_core.train import AVELTask, TrainConfig, evaluate, fit
+from avpet_core.tasks import AVELTask
+from avpet_core.train import TrainConfig, evaluate, fit
 
 DATA = SynthAVEConfig(num_videos=8, num_eval_videos=4)
 CONFIG = TrainConfig(epochs=2, batch_size=4, adapter_lr=1e-2, head_lr=1e-2, progress=False, eval_batch_size=4)

@@ -140,7 +140,7 @@ def test_pretrained_hub_weights_without_network_raise_backbone_error(monkeypatch
 
 def test_micro_vit_pretrained_uses_the_offline_pretraining(monkeypatch, tiny_pretrain_config):
     """create_backbone(MICRO_VIT, pretrained=True): the train-or-load model, head removed, frozen."""
-    from avpet_core import pretrain
+    from avpet_core.backbones import micro_vit as pretrain
 
     real = pretrain.pretrained_micro_vit
     calls = []

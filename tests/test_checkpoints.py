@@ -117,7 +117,7 @@ def test_missing_corrupt_and_tampered_files(tmp_path):
     with pytest.raises(CheckpointError, match=r"c\.json line 2: not a valid checkpoint config"):
         load_adapters(tmp_path / "c", model)
     config_path.write_text(json.dumps({"backbone": {}}))
-    with pytest.raises(CheckpointError, match=r"lacks \['adapter', 'streams', 'has_head'\]"):
+    with pytest.raises(CheckpointError, match=r"lacks \['format', 'has_head'\]"):
         load_adapters(tmp_path / "c", model)
 
     save_adapters(tmp_path / "c", model)

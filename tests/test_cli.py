@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 import avpet_core
-from avpet_core import cli, pretrain
+from avpet_core import cli
+from avpet_core.backbones import micro_vit as pretrain
 from avpet_core.backbones import MICRO_VIT, create_backbone
 from avpet_core.params import ParamCounts, count_parameters, millions
 

@@ -12,7 +12,7 @@ import torch
 from avpet_core.data import AVE, AVEMediaConfig, DatasetFormatError, MediaDecodeError, preprocess_ave
 from avpet_core.data.ave import AVE_FBANK_MICRO, AVE_FBANK_VITB, class_order, read_annotation_file, segment_labels
 from avpet_core.data.media import decode_audio, decode_frames, load_audio_16k_mono, probe_video
-from avpet_core.pretrain import CacheError
+from avpet_core.files import CacheError
 from fixtures_media import colour_of_second, tone, write_garbage, write_mp4, write_truncated_mp4, write_wav
 
 HEADER = "Category&VideoID&Quality&StartTime&EndTime"

@@ -14,15 +14,19 @@ from avpet_core.data import DatasetFormatError, MusicAVQA, QUESTION_TYPES
 from avpet_core.data.synthetic import (
     AUDIBLE_OFFSCREEN,
     EVENT,
+    INSTRUMENT_CLASSES,
     INSTRUMENTS,
     KIND_AUDIBLE,
     KIND_VISIBLE,
     MAX_CLASSES,
     NEITHER,
     NUMBER_WORDS,
+    NuisanceConfig,
     POSITIONS,
     SEGMENT_KINDS,
     SYNTH_AVE_VITB,
+    Scene,
+    Source,
     SYNTH_AVQA_ANSWERS,
     SYNTH_FBANK_MICRO,
     SYNTH_FBANK_VITB,
@@ -36,19 +40,31 @@ from avpet_core.data.synthetic import (
     estimate_fbank_stats,
     oracle_accuracies,
     oracle_predictions,
+    render_scene,
     sample_segment_kinds,
     synth_ave_video,
 )
-from avpet_core.pretrain import CacheError
+from avpet_core.files import CacheError
 
 SMALL = SynthAVEConfig(num_videos=12, num_eval_videos=6)
 SMALL_QA = SynthAVQAConfig(num_scenes=60, num_eval_scenes=20)
+
+
+DRAWING_NUISANCES = {
+    "min_scale", "max_scale", "max_rotation_deg", "position_drift", "colour_jitter", "num_clutter", "pixel_noise"
+}
+SOUND_NUISANCES = {"noise_rms", "pitch_jitter", "tempo_jitter"}
 
 
 def items_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(
         torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a
     )
+
+
+def perturbed(value: float | int) -> float | int:
+    """Another value of a nuisance setting: one more clutter blob, or a larger amount."""
+    return value + 1 if isinstance(value, int) else 2 * value + 0.01
 
 
 # ----------------------------------------------------------------------------------- SynthAVE
@@ -188,7 +204,7 @@ def test_disk_cache_gives_the_same_items(tmp_path, monkeypatch):
         assert items_equal(fresh[index], cached[index])
     # A second dataset reads the file instead of generating.
     expected = fresh[2]
-    monkeypatch.setattr("avpet_core.data.synthetic.synth_ave_video", lambda *a: pytest.fail("regenerated"))
+    monkeypatch.setattr("avpet_core.data.synthetic.ave.synth_ave_video", lambda *a: pytest.fail("regenerated"))
     assert items_equal(SynthAVE(SMALL, "val", cache=tmp_path)[2], expected)
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
 
@@ -223,6 +239,28 @@ def test_default_collate_batches_items():
     assert len(batch["video_id"]) == 4
 
 
+def test_synth_ave_takes_the_nuisances_as_its_own_fields():
+    config = SynthAVEConfig(pixel_noise=0.0, min_scale=0.1)
+    assert config.nuisance == NuisanceConfig(pixel_noise=0.0, min_scale=0.1)
+    assert dataclasses.replace(config, num_clutter=1).nuisance.num_clutter == 1
+    assert SynthAVEConfig(**dataclasses.asdict(config.nuisance)) == config
+    assert SynthAVEConfig().nuisance == NuisanceConfig()  # NuisanceConfig's defaults are SynthAVE's
+
+
+def test_every_nuisance_setting_changes_a_synth_ave_video():
+    assert DRAWING_NUISANCES | SOUND_NUISANCES == {f.name for f in dataclasses.fields(NuisanceConfig)}
+    # A video with the object shown and its sound heard, of a class whose look is not rotation-invariant.
+    dataset = SynthAVE(SMALL)
+    plans = [dataset.plan(i) for i in range(len(dataset))]
+    index = next(i for i, plan in enumerate(plans) if plan.class_index != 0 and (plan.kinds == EVENT).any())
+    base = synth_ave_video(SMALL, "train", index)
+    for name in DRAWING_NUISANCES | SOUND_NUISANCES:
+        config = dataclasses.replace(SMALL, **{name: perturbed(getattr(SMALL, name))})
+        changed = synth_ave_video(config, "train", index)
+        key = "frames" if name in DRAWING_NUISANCES else "fbank"
+        assert not torch.equal(changed[key], base[key]), name
+
+
 def test_raw_video_function_agrees_with_dataset():
     video = synth_ave_video(SMALL, "train", 4)
     item = SynthAVE(SMALL, "train")[4]
@@ -248,6 +286,36 @@ def test_synth_avqa_items_and_vocabulary():
     assert {QUESTION_TYPES[q.type_index] for q in train.questions} == set(QUESTION_TYPES)
     test = SynthAVQA(SMALL_QA, "test")
     assert test.vocab == train.vocab  # val/test use the train vocabulary
+
+
+def test_synth_avqa_config_holds_the_nuisances_it_renders_with():
+    field_names = {f.name for f in dataclasses.fields(SynthAVQAConfig)}
+    assert "nuisance" in field_names and "ave" not in field_names
+    assert not field_names & (DRAWING_NUISANCES | SOUND_NUISANCES)  # no second copy of a setting
+    assert SynthAVQAConfig().nuisance == NuisanceConfig(min_scale=0.12, max_scale=0.15, position_drift=0.02)
+    # Round trip through SynthAVE's flat fields.
+    nuisance = dataclasses.replace(SMALL_QA.nuisance, pixel_noise=0.1, num_clutter=0)
+    assert SynthAVEConfig(**dataclasses.asdict(nuisance)).nuisance == nuisance
+    assert SynthAVQAConfig(nuisance=SynthAVEConfig(**dataclasses.asdict(nuisance)).nuisance).nuisance == nuisance
+
+
+def test_every_nuisance_setting_changes_a_synth_avqa_video():
+    config = dataclasses.replace(SMALL_QA, num_segments=4)
+    # An on-screen, sounding instrument whose look is not rotation-invariant (a triangle).
+    instrument = INSTRUMENT_CLASSES.index(2)
+    scene = Scene((Source(instrument, position=1, onset=0, offset=3, loud=True),))
+    frames, wave = render_scene(scene, config, torch.Generator().manual_seed(0))
+    for name in DRAWING_NUISANCES | SOUND_NUISANCES:
+        nuisance = dataclasses.replace(config.nuisance, **{name: perturbed(getattr(config.nuisance, name))})
+        changed = render_scene(scene, dataclasses.replace(config, nuisance=nuisance), torch.Generator().manual_seed(0))
+        if name in DRAWING_NUISANCES:
+            assert not torch.equal(changed[0], frames), name
+        else:
+            assert not torch.equal(changed[1], wave), name
+    # And through the dataset: a noisier config gives other frames for the same question.
+    noisy = dataclasses.replace(SMALL_QA, nuisance=dataclasses.replace(SMALL_QA.nuisance, pixel_noise=0.1))
+    assert not torch.equal(SynthAVQA(noisy, "val")[0]["frames"], SynthAVQA(SMALL_QA, "val")[0]["frames"])
+    assert SynthAVQA(noisy, "val").questions == SynthAVQA(SMALL_QA, "val").questions
 
 
 def test_synth_avqa_is_deterministic():
@@ -291,8 +359,10 @@ def test_json_export_reads_back_with_the_music_avqa_loader(tmp_path):
     synthetic = SynthAVQA(SMALL_QA, "val")
     path = synthetic.write_json(tmp_path / "synth-avqa-val.json")
     records = json.loads(path.read_text())
-    assert set(records[0]) == {"video_id", "question_id", "type", "question_content", "templ_values", "anser", "question_deleted"}
-    assert isinstance(records[0]["type"], str) and json.loads(records[0]["type"])[0] in ("Audio", "Visual", "Audio-Visual")
+    keys = {"video_id", "question_id", "type", "question_content", "templ_values", "anser", "question_deleted"}
+    assert set(records[0]) == keys
+    assert isinstance(records[0]["type"], str)
+    assert json.loads(records[0]["type"])[0] in ("Audio", "Visual", "Audio-Visual")
     assert any("<" in r["question_content"] for r in records)  # placeholders kept, values separate
     loaded = MusicAVQA(path, SynthAVQAMedia(SMALL_QA), vocab=synthetic.vocab)
     assert len(loaded) == len(synthetic)

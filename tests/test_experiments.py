@@ -122,7 +122,7 @@ def test_table2_rows_carry_the_papers_numbers():
 
 def test_reproduce_table2_json_counts_and_columns(capsys, tiny_avqa):
     from avpet_core.adapters import AVPEAConfig, LAVISH_AVQA
-    from avpet_core.train import AVQA_METRIC_KEYS
+    from avpet_core.tasks.avqa import AVQA_METRIC_KEYS
 
     code, out, err = run_cli(capsys, "reproduce", "table2", "--random-weights", "--json")
     assert code == 0, err

@@ -29,8 +29,8 @@ COMMITTED = {
     "micro_vit": "3fbce63fc3423411e01544a211b962edcb6af3bc4a9d6fd215121ddff691025b",
     "avpea": "16256444f9d2af1e9ba676e66a301d09f427215f3330595fd9fe4ad5be3d4730",
 }
-RUN_FINGERPRINT = "import json; from avpet_core import reproducibility as r; " \
-                  "print(json.dumps({'environment': r.numeric_environment(), 'fingerprint': r.weights_fingerprint()}))"
+RUN_FINGERPRINT = "import json; from avpet_core import fingerprint as f, reproducibility as r; " \
+                  "print(json.dumps({'environment': r.numeric_environment(), 'fingerprint': f.weights_fingerprint()}))"
 
 
 def _run(code: str, environ: dict[str, str]) -> dict:

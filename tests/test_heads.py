@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avpet_core.heads import CMBSHead, CMBSHeadConfig, SegmentClassifier, segment_accuracy
+from avpet_core.evaluation import accuracy as segment_accuracy
+from avpet_core.heads import CMBSHead, CMBSHeadConfig, SegmentClassifier
 from avpet_core.models import DualStreamOutput
 
 B, T, N, M, D, C = 3, 10, 36, 96, 32, 11  # C labels including background (index 10)

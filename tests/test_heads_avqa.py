@@ -41,13 +41,18 @@ def questions(batch: int = B, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor
     return ids, lengths
 
 
+def q(ids: torch.Tensor, lengths: torch.Tensor) -> dict:
+    """The question part of a batch, as the head reads it."""
+    return {"question": ids, "question_length": lengths}
+
+
 def head(config: AVQAHeadConfig = SMALL, seed: int = 0) -> AVSTHead:
     torch.manual_seed(seed)
     return AVSTHead(D, VOCAB, ANSWERS, config)
 
 
 def test_shapes_and_prediction_range():
-    out = head().eval()(features(), *questions())
+    out = head().eval()(features(), q(*questions()))
     assert isinstance(out, AVQAOutput)
     assert out.answer_logits.shape == (B, ANSWERS)
     assert out.match_logits.shape == (B, T, 2) and out.negative_match_logits.shape == (B, T, 2)
@@ -63,27 +68,27 @@ def test_shapes_and_prediction_range():
 def test_padding_and_tokens_past_the_length_are_ignored():
     model = head().eval()
     ids, lengths = questions()
-    reference = model(features(), ids, lengths).answer_logits
+    reference = model(features(), q(ids, lengths)).answer_logits
     longer = torch.cat([ids, torch.full((B, 5), PAD_ID)], dim=1)
-    torch.testing.assert_close(model(features(), longer, lengths).answer_logits, reference)
+    torch.testing.assert_close(model(features(), q(longer, lengths)).answer_logits, reference)
     garbage = torch.where(longer == PAD_ID, torch.randint(2, VOCAB, longer.shape), longer)
-    torch.testing.assert_close(model(features(), garbage, lengths).answer_logits, reference)
+    torch.testing.assert_close(model(features(), q(garbage, lengths)).answer_logits, reference)
 
 
 def test_negative_pairs_are_the_batch_rolled_by_one():
     """Negative of sample b: its own audio with the frames of sample b-1, grounded by that audio."""
     model = head().eval()
     feats, (ids, lengths) = features(), questions()
-    out = model(feats, ids, lengths)
+    out = model(feats, q(ids, lengths))
     swapped = DualStreamOutput(feats.visual_tokens.roll(1, dims=0), feats.audio_tokens)
-    torch.testing.assert_close(model(swapped, ids, lengths).match_logits, out.negative_match_logits)
+    torch.testing.assert_close(model(swapped, q(ids, lengths)).match_logits, out.negative_match_logits)
 
 
 def test_loss_is_answer_plus_weighted_match_and_skips_match_for_one_sample():
     model = head().eval()
     ids, lengths = questions()
     answers = torch.arange(B) % ANSWERS
-    out = model(features(), ids, lengths)
+    out = model(features(), q(ids, lengths))
     answer_term = F.cross_entropy(out.answer_logits, answers)
     logits = torch.cat([out.match_logits.flatten(0, 1), out.negative_match_logits.flatten(0, 1)])
     targets = torch.cat([torch.ones(B * T), torch.zeros(B * T)]).long()
@@ -91,7 +96,7 @@ def test_loss_is_answer_plus_weighted_match_and_skips_match_for_one_sample():
     torch.testing.assert_close(model.loss(out, {"answer": answers}), answer_term + 0.5 * match_term)
     assert set(model.loss_terms(out, answers)) == {"answer", "match"}
 
-    single = model(features(batch=1), ids[:1], lengths[:1])
+    single = model(features(batch=1), q(ids[:1], lengths[:1]))
     assert single.negative_match_logits is None
     assert set(model.loss_terms(single, {"answer": answers[:1]})) == {"answer"}
     expected = F.cross_entropy(single.answer_logits, answers[:1])
@@ -101,7 +106,7 @@ def test_loss_is_answer_plus_weighted_match_and_skips_match_for_one_sample():
 def test_loss_reaches_every_parameter():
     model = head().train()
     ids, lengths = questions()
-    out = model(features(), ids, lengths)
+    out = model(features(), q(ids, lengths))
     model.loss(out, {"answer": torch.arange(B) % ANSWERS}).backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing, f"no gradient reaches {missing}"
@@ -118,13 +123,13 @@ def test_head_fits_a_small_batch_and_reports_accuracy_by_type():
     first = None
     for _ in range(25):
         optimiser.zero_grad()
-        loss = model.loss(model(feats, ids, lengths), {"answer": answers})
+        loss = model.loss(model(feats, q(ids, lengths)), {"answer": answers})
         first = loss.item() if first is None else first
         loss.backward()
         optimiser.step()
     model.eval()
     assert loss.item() < 0.5 * first
-    predictions = model.predict(model(feats, ids, lengths))
+    predictions = model.predict(model(feats, q(ids, lengths)))
     types = torch.arange(batch) % len(QUESTION_TYPES)
     metrics = accuracy_by_type(predictions == answers, types)
     assert metrics["overall"] == 1.0
@@ -135,22 +140,22 @@ def test_bad_inputs_raise_clear_errors():
     model = head().eval()
     ids, lengths = questions()
     with pytest.raises(ValueError, match="question_length"):
-        model(features(), ids, lengths[:-1])
+        model(features(), q(ids, lengths[:-1]))
     with pytest.raises(ValueError, match=r"question lengths must lie in \[1, 8\]"):
-        model(features(), ids, torch.full((B,), LQ + 1))
+        model(features(), q(ids, torch.full((B,), LQ + 1)))
     with pytest.raises(ValueError, match=r"question lengths must lie in \[1, 8\]"):
-        model(features(), ids, torch.zeros(B, dtype=torch.int64))
+        model(features(), q(ids, torch.zeros(B, dtype=torch.int64)))
     with pytest.raises(ValueError, match="batch sizes differ"):
-        model(features(batch=B - 1), ids, lengths)
+        model(features(batch=B - 1), q(ids, lengths))
     feats = features()
     with pytest.raises(ValueError, match="batch sizes differ"):
-        model(DualStreamOutput(feats.visual_tokens, feats.audio_tokens[:-1]), ids, lengths)
+        model(DualStreamOutput(feats.visual_tokens, feats.audio_tokens[:-1]), q(ids, lengths))
     with pytest.raises(ValueError, match="segments"):
-        model(DualStreamOutput(feats.visual_tokens, feats.audio_tokens[:, :-1]), ids, lengths)
+        model(DualStreamOutput(feats.visual_tokens, feats.audio_tokens[:, :-1]), q(ids, lengths))
     with pytest.raises(ValueError, match="token ids must lie"):
-        model(feats, ids.clamp(min=1) + VOCAB, lengths)
+        model(feats, q(ids.clamp(min=1) + VOCAB, lengths))
     with pytest.raises(ValueError, match="answers for a batch of"):
-        model.loss(model(feats, ids, lengths), {"answer": torch.zeros(B - 1, dtype=torch.int64)})
+        model.loss(model(feats, q(ids, lengths)), {"answer": torch.zeros(B - 1, dtype=torch.int64)})
     with pytest.raises(ValueError, match="does not divide"):
         AVQAHeadConfig(hidden=30, heads=4)
 

@@ -1,4 +1,4 @@
-"""avpet_core.pretrain (tiny configurations only) and avpet_core.data.procedural_images."""
+"""avpet_core.backbones.micro_vit (tiny configurations only) and avpet_core.data.procedural_images."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-from avpet_core import pretrain
+from avpet_core.backbones import micro_vit as pretrain
 from avpet_core.backbones import BackboneError, MicroViTConfig
 from avpet_core.data.procedural_images import (
     CLASS_NAMES,
@@ -20,15 +20,11 @@ from avpet_core.data.procedural_images import (
     ShapesTexturesConfig,
     draw_shapes_textures,
 )
-from avpet_core.pretrain import (
-    CACHE_ENV_VAR,
-    CacheError,
+from avpet_core.files import CACHE_ENV_VAR, CacheError, atomic_write_bytes, cache_dir, ensure_writable
+from avpet_core.backbones.micro_vit import (
     PretrainConfig,
-    atomic_write_bytes,
-    cache_dir,
     cache_paths,
     deterministic_cpu,
-    ensure_writable,
     evaluate,
     pretrain_micro_vit,
     pretrained_micro_vit,

@@ -11,7 +11,8 @@ from avpet_core.checkpoints import load_adapters
 from avpet_core.data.synthetic import SynthAVE, SynthAVEConfig
 from avpet_core.heads import SegmentClassifier
 from avpet_core.models import build_dual_stream
-from avpet_core.train import AVELTask, TrainConfig, TrainingError, epoch_order, fit, lr_factor
+from avpet_core.tasks import AVELTask
+from avpet_core.train import TrainConfig, TrainingError, epoch_order, fit, lr_factor
 
 DATA = SynthAVEConfig(num_videos=8, num_eval_videos=4)
 CONFIG = TrainConfig(epochs=3, batch_size=4, adapter_lr=1e-2, head_lr=1e-2, progress=False, eval_batch_size=4)
@@ -158,7 +159,7 @@ def avqa_splits():
 
 
 def test_avqa_metrics_are_table_2s_columns_with_csv_friendly_keys():
-    from avpet_core.train import AVQA_METRIC_KEYS, AVQATask
+    from avpet_core.tasks.avqa import AVQA_METRIC_KEYS, AVQATask
 
     # types: 0 = Audio/Counting, 2 = Visual/Counting, 3 = Visual/Location, 4 = Audio-Visual/Existential
     batches = [
@@ -180,7 +181,7 @@ def test_avqa_metrics_are_table_2s_columns_with_csv_friendly_keys():
 
 
 def test_majority_answer_baselines_read_only_the_answers(avqa_splits):
-    from avpet_core.train import majority_answer_metrics
+    from avpet_core.tasks.avqa import majority_answer_metrics
 
     train, val = avqa_splits
     overall = majority_answer_metrics(train, val)
@@ -194,7 +195,7 @@ def test_majority_answer_baselines_read_only_the_answers(avqa_splits):
 
 def test_the_loop_trains_avqa_and_logs_every_column(tmp_path, avqa_splits):
     from avpet_core.heads import AVQAHeadConfig, AVSTHead
-    from avpet_core.train import AVQA_METRIC_KEYS, AVQATask
+    from avpet_core.tasks.avqa import AVQA_METRIC_KEYS, AVQATask
 
     train, val = avqa_splits
 

@@ -12,7 +12,7 @@ lavish     :class:`LavishConfig`       attn, mlp    T latent tokens summarise th
 from __future__ import annotations
 
 from avpet_core.adapters.avpea import AVPEAAdapter, AVPEAConfig, cls_cross_attention
-from avpet_core.adapters.base import SITES, Adapter, AdapterConfig, AdapterConfigError, bottleneck_width
+from avpet_core.adapters.base import SITES, Adapter, AdapterConfig, AdapterConfigError, bottleneck_width, joined_others
 from avpet_core.adapters.bottleneck import Bottleneck, BottleneckAdapter, BottleneckConfig
 from avpet_core.adapters.lavish import LAVISH_AVE, LAVISH_AVQA, LavishAdapter, LavishConfig
 
@@ -50,5 +50,5 @@ __all__ = [
     "ADAPTER_CONFIGS", "METHODS", "SITES", "Adapter", "AdapterConfig", "AdapterConfigError",
     "AVPEAAdapter", "AVPEAConfig", "Bottleneck", "BottleneckAdapter", "BottleneckConfig",
     "LAVISH_AVE", "LAVISH_AVQA", "LavishAdapter", "LavishConfig", "adapter_config",
-    "bottleneck_width", "cls_cross_attention", "config_from_dict",
+    "bottleneck_width", "cls_cross_attention", "config_from_dict", "joined_others",
 ]

@@ -33,13 +33,14 @@ For ViT-B/16 (D = 768, d = 96, 12 blocks, two streams) that is 3.560M; the paper
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from avpet_core.adapters.base import Adapter, AdapterConfig, bottleneck_width
+from avpet_core.adapters.base import Adapter, AdapterConfig, bottleneck_width, joined_others
 from avpet_core.adapters.bottleneck import Bottleneck
 
 
@@ -104,6 +105,7 @@ class AVPEAAdapter(Adapter):
         attended, weights = cls_cross_attention(tokens[:, :1], other, self.scale)
         return self.g * attended, weights
 
-    def forward(self, tokens: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        ca, _ = self.cross_attention(tokens, other)                # eq. 7 (or 8)
+    def forward(self, tokens: torch.Tensor, others: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``others``: the other stream's tokens by modality (several: the CLS reads them all, ours)."""
+        ca, _ = self.cross_attention(tokens, joined_others(others))  # eq. 7 (or 8)
         return self.h * self.bottleneck(torch.cat([ca, tokens[:, 1:]], dim=1))  # eq. 5 (or 6)

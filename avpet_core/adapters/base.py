@@ -12,16 +12,22 @@ that knows three things:
 
 Every adapter module (a subclass of :class:`Adapter`) has the same call signature::
 
-    delta = adapter(tokens, other)      # tokens: (B, N, D) of its own stream
-                                        # other:  (B, M, D) of the other stream (same block, same site)
+    delta = adapter(tokens, others)     # tokens: (B, N, D) of its own stream
+                                        # others: {modality: (B, M_m, D)} the other streams'
+                                        #         tokens at the same block and site
 
 and returns ``delta`` with the shape of ``tokens``; the model adds it to the sublayer's residual
-sum. Every adapter's output is multiplied by a gate that starts at zero, so a freshly built adapter
+sum. A dual-stream model passes one other modality (``{"audio": X^a}`` to the visual stream's
+adapters); a trimodal model passes two. A method that exchanges through one sequence of other
+tokens (AV-PEA's CLS cross-attention, LAVISH's latents) reads :func:`joined_others`: the other
+modalities' tokens side by side along the token axis (with one other modality, its tokens as
+they are: the bimodal methods of the papers, unchanged). Every adapter's output is multiplied by a gate that starts at zero, so a freshly built adapter
 returns exactly zero and the adapted model starts as the frozen backbone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
@@ -78,12 +84,20 @@ def bottleneck_width(dim: int, reduction: int, bottleneck_dim: int | None) -> in
     return dim // reduction
 
 
+def joined_others(others: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``(B, sum M_m, D)``: the other modalities' tokens concatenated in the mapping's order (one: as is)."""
+    if not others:
+        raise AdapterConfigError("an exchanging adapter needs the tokens of at least one other modality")
+    tensors = list(others.values())
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=1)
+
+
 class Adapter(nn.Module):
-    """Base class of the adapter modules: ``forward(tokens, other) -> delta`` (same shape as tokens)."""
+    """Base class of the adapter modules: ``forward(tokens, others) -> delta`` (same shape as tokens)."""
 
     config: AdapterConfig
 
-    def forward(self, tokens: torch.Tensor, other: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    def forward(self, tokens: torch.Tensor, others: Mapping[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def gates(self) -> dict[str, nn.Parameter]:

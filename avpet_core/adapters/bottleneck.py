@@ -15,6 +15,7 @@ Parameters per adapter: ``2 D d + d + D`` (two linear layers with biases) ``+ 1`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -70,7 +71,7 @@ class BottleneckConfig(AdapterConfig):
 
 
 class BottleneckAdapter(Adapter):
-    """``B(X) = h * f(X)``; ``other`` is accepted for the common interface and ignored."""
+    """``B(X) = h * f(X)``; ``others`` is accepted for the common interface and ignored."""
 
     def __init__(self, dim: int, config: BottleneckConfig = BottleneckConfig()):
         super().__init__()
@@ -78,5 +79,5 @@ class BottleneckAdapter(Adapter):
         self.bottleneck = Bottleneck(dim, bottleneck_width(dim, config.reduction, config.bottleneck_dim), config.activation)
         self.h = nn.Parameter(torch.zeros(()))
 
-    def forward(self, tokens: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, others: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         return self.h * self.bottleneck(tokens)

@@ -37,13 +37,14 @@ timm's CLS token (identical latents would receive identical gradients and never 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from avpet_core.adapters.base import Adapter, AdapterConfig, AdapterConfigError
+from avpet_core.adapters.base import Adapter, AdapterConfig, AdapterConfigError, joined_others
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,10 @@ class LavishAdapter(Adapter):
         self.norm_out = _optional(config.layer_norm, nn.LayerNorm(dim))
         self.gate = nn.Parameter(torch.zeros(()))
 
-    def forward(self, tokens: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, others: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``others``: the other stream's tokens by modality (several: the latents gather them all, ours)."""
         latents = self.latents.expand(tokens.shape[0], -1, -1)
-        latents = latents + raw_attention(latents, other)                      # 1. latents gather the other stream
+        latents = latents + raw_attention(latents, joined_others(others))      # 1. latents gather the other stream
         mixed = tokens + self.gate_av * raw_attention(tokens, latents)         # 2. tokens read the latents
         z = self.norm_in(mixed).transpose(1, 2)                                # (B, D, N) for the 1x1 convs
         z = self.bn_up(self.up(self.act(self.bn_down(self.down(z)))))          # 3. grouped bottleneck

@@ -17,6 +17,7 @@ PyTorch's default collate function batches both. Errors in files or media are
 message names the file (and line).
 """
 
+from avpet_core.audio import segment_fbank_images
 from avpet_core.data.ave import (
     AVE,
     AVE_FBANK_MICRO,
@@ -37,7 +38,6 @@ from avpet_core.data.media import (
     decode_frames,
     load_audio_16k_mono,
     probe_video,
-    segment_fbank_images,
 )
 from avpet_core.data.music_avqa import (
     PAD_ID,

@@ -34,14 +34,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from avpet_core.audio import FbankConfig
+from avpet_core.audio import FbankConfig, segment_fbank_images
+from avpet_core.files import atomic_write_bytes, ensure_writable
 from avpet_core.data.media import (
     DataError,
     DatasetFormatError,
     MediaDecodeError,
     decode_frames,
     load_audio_16k_mono,
-    segment_fbank_images,
 )
 
 AVE_NUM_CLASSES = 28
@@ -238,8 +238,6 @@ def _read_manifest(directory: Path, media: AVEMediaConfig) -> dict:
 
 
 def _write_manifest(directory: Path, manifest: dict) -> None:
-    from avpet_core.pretrain import atomic_write_bytes
-
     atomic_write_bytes(directory / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 
@@ -273,10 +271,8 @@ def preprocess_ave(
     ``on_error="skip"`` the run goes on (and a later run retries it), with ``"raise"`` it stops with
     that error — either way everything done so far stays. A missing video file is counted
     (``missing="skip"``) or an error (``"error"``). An unwritable ``out_dir`` raises
-    :class:`avpet_core.pretrain.CacheError` before any work.
+    :class:`avpet_core.files.CacheError` before any work.
     """
-    from avpet_core.pretrain import atomic_write_bytes, ensure_writable
-
     if on_error not in ("skip", "raise") or missing not in ("skip", "error"):
         raise ValueError(f"on_error must be 'skip' or 'raise' and missing 'skip' or 'error', got {on_error!r}, {missing!r}")
     root, out_dir = Path(root), Path(out_dir)

@@ -10,8 +10,9 @@ Video is decoded with PyAV (FFmpeg inside its wheel); stand-alone audio files (`
 * :func:`load_audio_16k_mono` — the same, checked, down-mixed and resampled to 16 kHz mono by the
   audio front end (:func:`avpet_core.audio.prepare_waveform`), or with ``strict=True`` refused if
   it is not already 16 kHz mono;
-* :func:`segment_fbank_images` — cut a waveform into one-second segments and turn each into a
-  normalised filterbank image ``(T, 3, mel, frames)`` with :func:`avpet_core.audio.audio_to_image`.
+
+Turning a decoded waveform into per-segment filterbank images is pure waveform work and lives in
+:func:`avpet_core.audio.segment_fbank_images`.
 
 Every failure is a :class:`MediaDecodeError` (a ``ValueError``) whose one-line message names the
 file and what is wrong; the PyAV / soundfile exception is kept as its ``__cause__``. PyAV and
@@ -28,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avpet_core.files import first_line
 from avpet_core.audio import (
     AudioInputError,
     FbankConfig,
-    audio_to_image,
     import_media_package,
     load_audio,
     prepare_waveform,
@@ -67,11 +68,6 @@ class VideoInfo:
     audio_channels: int
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
-
-
 def _open_container(path: Path):
     av = import_media_package("av")
 
@@ -82,7 +78,7 @@ def _open_container(path: Path):
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as err:
-        raise MediaDecodeError(f"{path}: cannot open as a media file, corrupt or truncated? ({_first_line(err)})") from err
+        raise MediaDecodeError(f"{path}: cannot open as a media file, corrupt or truncated? ({first_line(err)})") from err
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -154,7 +150,7 @@ def decode_frames(
                     break
                 last_array, last_time = frame.to_ndarray(format="rgb24"), time
         except (av.error.FFmpegError, ValueError) as err:
-            raise MediaDecodeError(f"{path}: video decoding failed, corrupt or truncated? ({_first_line(err)})") from err
+            raise MediaDecodeError(f"{path}: video decoding failed, corrupt or truncated? ({first_line(err)})") from err
     if last_array is None:
         raise MediaDecodeError(f"{path}: no decodable video frames, corrupt or truncated?")
     for requested, index in wanted[cursor:]:
@@ -186,7 +182,7 @@ def _read_container_audio(path: Path) -> tuple[torch.Tensor, int]:
             for converted in resampler.resample(None):
                 chunks.append(converted.to_ndarray())
         except (av.error.FFmpegError, ValueError) as err:
-            raise MediaDecodeError(f"{path}: audio decoding failed, corrupt or truncated? ({_first_line(err)})") from err
+            raise MediaDecodeError(f"{path}: audio decoding failed, corrupt or truncated? ({first_line(err)})") from err
     if not chunks or sum(c.shape[-1] for c in chunks) == 0:
         raise MediaDecodeError(f"{path}: the audio track is empty (0 samples)")
     return torch.from_numpy(np.concatenate(chunks, axis=-1).astype(np.float32, copy=False)), rate
@@ -241,39 +237,3 @@ def load_audio_16k_mono(
         return prepare_waveform(waveform, rate, target_rate=sample_rate, source=path)
     except AudioInputError as err:
         raise MediaDecodeError(str(err)) from err
-
-
-def segment_fbank_images(
-    waveform: torch.Tensor,
-    config: FbankConfig,
-    *,
-    num_segments: int = 10,
-    segment_seconds: float = 1.0,
-    starts: list[float] | None = None,
-    source: str | Path | None = None,
-) -> torch.Tensor:
-    """Spectrogram images ``(num_segments, 3, mel, frames)`` of consecutive segments of a waveform.
-
-    ``waveform`` is 1-D at ``config.sample_rate``. Segment ``t`` covers ``[starts[t], starts[t] +
-    segment_seconds)`` (default ``starts[t] = t * segment_seconds``); each segment goes separately
-    through :func:`avpet_core.audio.audio_to_image`, so it is mean-subtracted, padded or cropped to
-    ``config.target_frames`` and normalised on its own, exactly as a one-second clip would be. A
-    segment that lies (partly) past the end of the waveform keeps what there is; one shorter than
-    a single analysis window is an error naming ``source``.
-    """
-    rate = config.sample_rate
-    starts = [t * segment_seconds for t in range(num_segments)] if starts is None else list(starts)
-    length = int(round(segment_seconds * rate))
-    where = source if source is not None else "waveform"
-    images = []
-    for index, start in enumerate(starts):
-        first = max(0, int(round(start * rate)))
-        piece = waveform[first : first + length]
-        try:
-            images.append(audio_to_image(piece, rate, config, source=f"{where} [segment {index}, {start:g} s]"))
-        except AudioInputError as err:
-            raise MediaDecodeError(str(err)) from err
-    images = torch.stack(images)
-    if not torch.isfinite(images).all():
-        raise MediaDecodeError(f"{where}: NaN or infinite values in the filterbank features")
-    return images

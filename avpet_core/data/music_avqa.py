@@ -43,8 +43,9 @@ from typing import Callable, Iterable
 import torch
 from torch.utils.data import Dataset
 
-from avpet_core.audio import FbankConfig
-from avpet_core.data.media import DatasetFormatError, MediaDecodeError, decode_frames, load_audio_16k_mono, probe_video, segment_fbank_images
+from avpet_core.audio import FbankConfig, segment_fbank_images
+from avpet_core.data.ave import AVE_FBANK_VITB
+from avpet_core.data.media import DatasetFormatError, MediaDecodeError, decode_frames, load_audio_16k_mono, probe_video
 
 QUESTION_TYPES: tuple[tuple[str, str], ...] = (
     ("Audio", "Counting"),
@@ -344,8 +345,6 @@ class VideoFolderMedia:
         audio_dir: str | Path | None = None,
         suffix: str = ".mp4",
     ):
-        from avpet_core.data.ave import AVE_FBANK_VITB
-
         self.video_dir = Path(video_dir)
         self.audio_dir = Path(audio_dir) if audio_dir is not None else None
         self.num_segments, self.image_size, self.suffix = num_segments, image_size, suffix

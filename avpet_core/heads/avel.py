@@ -2,10 +2,10 @@
 
 Both heads read what :class:`~avpet_core.models.DualStreamViT` returns for a video of ``T``
 segments — ``visual_tokens`` ``(B, T, 1+N, D)`` and ``audio_tokens`` ``(B, T, 1+M, D)`` — and share
-one interface::
+the interface of every head of the book (:mod:`avpet_core.heads`)::
 
-    out = head(features)                 # features: a DualStreamOutput
-    loss = head.loss(out, labels)        # labels: (B, T) in [0, C], background = C
+    out = head(features, batch)          # features: a DualStreamOutput; the AVEL heads read no batch key
+    loss = head.loss(out, batch)         # batch["labels"] (or the labels): (B, T) in [0, C], background = C
     predictions = head.predict(out)      # (B, T) in [0, C]
 
 * :class:`SegmentClassifier` — LAVISH's public AVE head: the final audio CLS and visual CLS of each
@@ -22,11 +22,17 @@ one interface::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def segment_labels(batch) -> torch.Tensor:
+    """The ``(B, T)`` segment labels of a batch (its ``"labels"``), or the labels themselves."""
+    return batch["labels"] if isinstance(batch, Mapping) else batch
 
 
 @dataclass
@@ -54,12 +60,12 @@ class SegmentClassifier(nn.Module):
         self.hidden = nn.Linear(2 * dim, hidden)
         self.out = nn.Linear(hidden, num_classes)
 
-    def forward(self, features) -> AVELOutput:
+    def forward(self, features, batch: Mapping | None = None) -> AVELOutput:
         pair = torch.cat([features.visual_cls, features.audio_cls], dim=-1)
         return AVELOutput(segment_logits=self.out(self.hidden(pair)))
 
-    def loss(self, output: AVELOutput, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output.segment_logits.flatten(0, -2), labels.flatten())
+    def loss(self, output: AVELOutput, batch) -> torch.Tensor:
+        return F.cross_entropy(output.segment_logits.flatten(0, -2), segment_labels(batch).flatten())
 
     def predict(self, output: AVELOutput) -> torch.Tensor:
         return output.segment_logits.argmax(dim=-1)
@@ -111,7 +117,7 @@ class CMBSHead(nn.Module):
         weights = torch.softmax((q * k).sum(-1) / k.shape[-1] ** 0.5, -1)   # (B, T, N)
         return self.visual_proj((weights.unsqueeze(-1) * visual_patches).sum(-2))
 
-    def forward(self, features) -> AVELOutput:
+    def forward(self, features, batch: Mapping | None = None) -> AVELOutput:
         visual = self.guided_visual(features.visual_tokens[..., 1:, :], features.audio_cls)
         audio = self.audio_proj(features.audio_cls)
         visual, _ = self.visual_lstm(visual)
@@ -127,8 +133,9 @@ class CMBSHead(nn.Module):
         segment_logits = torch.cat([log_event, log_background], dim=-1)
         return AVELOutput(segment_logits=segment_logits, event_logits=event_logits, class_logits=class_logits)
 
-    def loss(self, output: AVELOutput, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, output: AVELOutput, batch) -> torch.Tensor:
         """BCE on the event gate of every segment + CE on the video class (videos with an event)."""
+        labels = segment_labels(batch)
         background = self.num_classes - 1
         is_event = labels != background
         event_loss = F.binary_cross_entropy_with_logits(output.event_logits, is_event.float())
@@ -147,8 +154,12 @@ class CMBSHead(nn.Module):
         return torch.where(output.event_logits > 0, video_class, background)
 
 
-def segment_accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
-    """AVE's metric: the fraction of all segments whose label is predicted correctly."""
-    if predictions.shape != labels.shape:
-        raise ValueError(f"predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ in shape")
-    return (predictions == labels).float().mean().item()
+def build_cmbs_head(dim: int, sizes: Mapping[str, int], hidden: int | None = None) -> CMBSHead:
+    """The registry's builder (:data:`avpet_core.heads.HEADS`): ``sizes["num_classes"]``, width ``hidden``."""
+    config = CMBSHeadConfig() if hidden is None else CMBSHeadConfig(hidden=hidden)
+    return CMBSHead(dim, sizes["num_classes"], config)
+
+
+def build_segment_classifier(dim: int, sizes: Mapping[str, int], hidden: int | None = None) -> SegmentClassifier:
+    """The registry's builder: LAVISH's head keeps its own width (512) whatever ``hidden`` says."""
+    return SegmentClassifier(dim, sizes["num_classes"])

@@ -3,9 +3,9 @@
 :class:`AVSTHead` is a compact form of AVST, the baseline of MUSIC-AVQA (Li et al., CVPR 2022),
 reading what :class:`~avpet_core.models.DualStreamViT` returns for a video of ``T`` segments —
 ``visual_tokens`` ``(B, T, 1+N, D)`` and ``audio_tokens`` ``(B, T, 1+M, D)`` — together with the
-question's token ids. It follows the interface of the AVEL heads (:mod:`avpet_core.heads.avel`)::
+question's token ids. It follows the interface of every head of the book (:mod:`avpet_core.heads`)::
 
-    out = head(features, batch["question"], batch["question_length"])
+    out = head(features, batch)             # batch["question"] (B, Lq), batch["question_length"] (B,)
     loss = head.loss(out, batch)            # batch["answer"]: (B,) answer indices
     predictions = head.predict(out)         # (B,) answer indices
     accuracy_by_type(predictions == batch["answer"], batch["type"])   # MUSIC-AVQA's Table 2
@@ -190,19 +190,20 @@ class AVSTHead(nn.Module):
         return F.relu(self.grounded_visual(torch.cat([visual_cls, grounded], dim=-1))), weights
 
     # -- interface ------------------------------------------------------------------------------
-    def forward(self, features, question: torch.Tensor, question_length: torch.Tensor) -> AVQAOutput:
+    def forward(self, features, batch: Mapping[str, torch.Tensor]) -> AVQAOutput:
         """Answer scores for ``B`` questions about ``B`` videos.
 
         Args:
             features: a :class:`~avpet_core.models.DualStreamOutput` with ``visual_tokens``
                 ``(B, T, 1+N, D)`` and ``audio_tokens`` ``(B, T, 1+M, D)``.
-            question: ``(B, Lq)`` int64 token ids padded with ``PAD_ID`` (0).
-            question_length: ``(B,)`` number of real tokens of each question, in ``[1, Lq]``.
+            batch: ``"question"`` ``(B, Lq)`` int64 token ids padded with ``PAD_ID`` (0) and
+                ``"question_length"`` ``(B,)``, the number of real tokens of each, in ``[1, Lq]``.
 
         The match scores of the negative pairs (each sample's audio with the frames of the sample
         before it in the batch) are computed whenever ``B > 1``.
         """
         visual_tokens, audio_tokens = features.visual_tokens, features.audio_tokens
+        question, question_length = self._question(batch)
         self._check_inputs(visual_tokens, audio_tokens, question, question_length)
         question_vector = self.encode_question(question, question_length)    # (B, h)
         audio = self.audio_proj(audio_tokens[..., 0, :])                      # (B, T, h)
@@ -254,6 +255,13 @@ class AVSTHead(nn.Module):
         return output.answer_logits.argmax(dim=-1)
 
     # -- checks ---------------------------------------------------------------------------------
+    @staticmethod
+    def _question(batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(batch, Mapping) or "question" not in batch or "question_length" not in batch:
+            got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+            raise ValueError(f"the AVST head reads batch['question'] and batch['question_length'], got {got}")
+        return batch["question"], batch["question_length"]
+
     def _check_inputs(self, visual_tokens, audio_tokens, question, question_length) -> None:
         if question.ndim != 2:
             raise ValueError(f"question should be (B, Lq) token ids, got shape {tuple(question.shape)}")
@@ -289,3 +297,10 @@ class AVSTHead(nn.Module):
                 f"question token ids must lie in [0, {self.vocab_size}), "
                 f"got [{int(question.min())}, {int(question.max())}]"
             )
+
+
+def build_avst_head(dim: int, sizes: Mapping[str, int], hidden: int | None = None) -> AVSTHead:
+    """The registry's builder: ``sizes["vocab_size"]`` question tokens, ``sizes["num_classes"]`` answers;
+    ``hidden`` sets every width (``None``: AVST's 512)."""
+    config = AVQAHeadConfig() if hidden is None else AVQAHeadConfig(hidden=hidden, word_dim=hidden)
+    return AVSTHead(dim, sizes["vocab_size"], sizes["num_classes"], config)

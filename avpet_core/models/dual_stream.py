@@ -6,10 +6,10 @@ block, in lockstep**, so that at every block an adapter of one stream can look a
 stream's tokens of the same block:
 
     for each block l:
-        Y^v = X^v + MSA_l(X^v) + A^v_attn(X^v, X^a)         (AV-PEA eqs. 3-4; LAVISH p1)
-        Y^a = X^a + MSA_l(X^a) + A^a_attn(X^a, X^v)
-        X^v = Y^v + FFN_l(Y^v) + A^v_mlp(Y^v, Y^a)          (LAVISH p2 only)
-        X^a = Y^a + FFN_l(Y^a) + A^a_mlp(Y^a, Y^v)
+        Y^v = X^v + MSA_l(X^v) + A^v_attn(X^v, {audio: X^a})         (AV-PEA eqs. 3-4; LAVISH p1)
+        Y^a = X^a + MSA_l(X^a) + A^a_attn(X^a, {visual: X^v})
+        X^v = Y^v + FFN_l(Y^v) + A^v_mlp(Y^v, {audio: Y^a})          (LAVISH p2 only)
+        X^a = Y^a + FFN_l(Y^a) + A^a_mlp(Y^a, {visual: Y^v})
 
 ``MSA_l`` and ``FFN_l`` are exactly timm's ``Block`` sublayers (pre-norm, layer scale, drop path);
 without adapters a step is the same sequence of operations as ``Block.forward``, so the model
@@ -36,6 +36,7 @@ from avpet_core.adapters import Adapter, AdapterConfig, AVPEAConfig, adapter_con
 from avpet_core.backbones import create_backbone, freeze_module, normalise_images, patch_grid
 
 STREAMS = ("visual", "audio")
+OTHER_STREAM = {"visual": "audio", "audio": "visual"}
 PLACEMENTS: dict[str, tuple[str, ...]] = {
     "none": (),
     "audio": ("audio",),
@@ -163,6 +164,33 @@ class DualStreamViT(nn.Module):
         """The trainable parameters: those of the adapters."""
         return self.adapters.parameters()
 
+    # -- what trains, and what it fits (avpet_core.models.base.TrainableModel) ------------------
+    checkpoint_prefix = "adapters"
+
+    def trained_module(self) -> nn.Module:
+        """The adapters: the only trained part (the backbone is frozen)."""
+        return self.adapters
+
+    def signature(self) -> dict:
+        """The frozen backbone's architecture and shape, the adapter config and the adapted streams."""
+        vit = self.backbone
+        backbone = {
+            "architecture": vit.pretrained_cfg.get("architecture", type(vit).__name__),
+            "embed_dim": int(vit.embed_dim),
+            "depth": len(vit.blocks),
+            "num_heads": int(vit.blocks[0].attn.num_heads),
+            "patch_size": list(vit.patch_embed.patch_size),
+        }
+        adapter = self.config.adapter
+        return {"backbone": backbone, "adapter": adapter.as_dict() if adapter is not None else None,
+                "streams": self.config.streams}
+
+    def describe_signature(self, signature: dict) -> str:
+        b, a = signature.get("backbone") or {}, signature.get("adapter")
+        adapter = "no adapter" if a is None else ", ".join(f"{k}={v}" for k, v in a.items())
+        return (f"backbone {b.get('architecture')} (D={b.get('embed_dim')}, depth {b.get('depth')}, "
+                f"patch {b.get('patch_size')}), adapter [{adapter}] on streams '{signature.get('streams')}'")
+
     # -- forward ------------------------------------------------------------------------------
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Patch embedding, CLS token and (resampled) position embeddings: ``(B, 3, H, W) -> (B, 1+N, D)``."""
@@ -172,7 +200,9 @@ class DualStreamViT(nn.Module):
 
     def _add(self, stream: str, block: int, site: str, residual: torch.Tensor, own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         adapter = self.adapter(stream, block, site)
-        return residual if adapter is None else residual + adapter(own, other)
+        if adapter is None:
+            return residual
+        return residual + adapter(own, {OTHER_STREAM[stream]: other})
 
     def block_step(self, index: int, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Advance both streams through block ``index`` (the four lines of the module docstring)."""

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import NamedTuple
 
 import torch
@@ -273,6 +273,22 @@ class SharedMultimodalTransformer(nn.Module):
         self.positions = nn.Parameter(0.02 * torch.randn(config.num_segments + 1, d))
         self.token_types = nn.Parameter(0.02 * torch.randn(len(MODALITIES), d))
         self.layers = nn.ModuleList(SharedTransformerLayer(config) for _ in range(config.num_layers))
+
+    # -- what trains, and what it fits (avpet_core.models.base.TrainableModel) -------------------
+    checkpoint_prefix = "model"
+
+    def trained_module(self) -> nn.Module:
+        """The whole model: stems and Transformers are trained end to end."""
+        return self
+
+    def signature(self) -> dict:
+        """The class and its full configuration."""
+        return {"model": type(self).__name__, "config": asdict(self.config)}
+
+    def describe_signature(self, signature: dict) -> str:
+        config = signature.get("config") or {}
+        return (f"{signature.get('model')} ({config.get('fusion')} fusion, D={config.get('dim')}, "
+                f"depth {config.get('depth')}, rank {config.get('rank')}; config {config})")
 
     # -- which weights serve which Transformer ---------------------------------------------------
 

@@ -1,12 +1,14 @@
-"""Offline image pretraining of the micro-ViT, with train-or-load caching.
+"""The book's offline backbone: a micro-ViT, and its image pretraining with train-or-load caching.
 
-The paper's backbone is a ViT pretrained on ImageNet-21k images. Offline, the book pretrains its
-micro-ViT (:class:`avpet_core.backbones.MicroViTConfig`) on the 16-class shapes-and-textures task of
-:mod:`avpet_core.data.procedural_images` instead. Like the paper's backbone, it never sees audio.
+The paper's backbone is a ViT pretrained on ImageNet-21k images. Offline, the book pretrains a
+micro-ViT (:class:`MicroViTConfig`: 4 timm ``Block``s of width 96 on 48 x 48 images) on the
+16-class shapes-and-textures task of :mod:`avpet_core.data.procedural_images` instead. Like the
+paper's backbone, it never sees audio.
 
 :func:`pretrained_micro_vit` trains once and caches the result; later calls load it. The cache
-lives in ``$AVPET_CACHE_DIR`` (default ``~/.cache/avpet``) under a name derived from the full
-configuration, so changing any setting trains a new model rather than loading a stale one.
+lives in ``$AVPET_CACHE_DIR`` (default ``~/.cache/avpet``, :mod:`avpet_core.files`) under a name
+derived from the full configuration, so changing any setting trains a new model rather than
+loading a stale one.
 
 Training is deterministic on CPU for a given configuration (seeded generators, deterministic
 algorithms, one thread), and does not disturb the caller's global RNG state. The cache key also
@@ -20,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -29,17 +29,59 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save
 from timm.models.vision_transformer import VisionTransformer
+from tqdm.auto import tqdm
 
-from avpet_core.backbones import MicroViTConfig, build_micro_vit, load_weights, normalise_images
+from avpet_core.backbones.vit import load_weights, normalise_images
 from avpet_core.data.procedural_images import NUM_CLASSES, ShapesTexturesConfig, draw_shapes_textures
+from avpet_core.files import CacheError, atomic_write_bytes, cache_dir, ensure_writable
 from avpet_core.reproducibility import NUM_THREADS, environment_key, numeric_environment, pin_runtime
 
-CACHE_ENV_VAR = "AVPET_CACHE_DIR"
+MICRO_VIT = "micro_vit"
+"""Name of the book's offline backbone: a 4-block, 96-dimensional ViT on 48 x 48 images (8 x 8 patches)."""
 
 
-class CacheError(OSError):
-    """The cache directory cannot be created or written."""
+@dataclass(frozen=True)
+class MicroViTConfig:
+    """Architecture of the micro-ViT: small enough to pretrain in about two minutes on two CPU cores.
+
+    The blocks are timm's own ``Block`` (the same class ViT-B/16 uses), so everything the book
+    builds on the micro-ViT runs unchanged on the paper's backbones.
+    """
+
+    img_size: int = 48
+    patch_size: int = 8
+    embed_dim: int = 96
+    depth: int = 4
+    num_heads: int = 3
+    mlp_ratio: float = 2.0
+
+    # Pixel normalisation, as in the augreg ImageNet-21k ViTs: (x - 0.5) / 0.5.
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def vit_kwargs(self) -> dict:
+        kwargs = asdict(self)
+        del kwargs["mean"], kwargs["std"]
+        return kwargs
+
+
+def build_micro_vit(
+    config: MicroViTConfig = MicroViTConfig(), *, num_classes: int = 0, dynamic_img_size: bool = True
+) -> VisionTransformer:
+    """A randomly initialised micro-ViT (timm ``VisionTransformer``), with a timm-style ``pretrained_cfg``."""
+    model = VisionTransformer(
+        num_classes=num_classes, dynamic_img_size=dynamic_img_size, **config.vit_kwargs()
+    )
+    model.pretrained_cfg = {
+        "architecture": MICRO_VIT,
+        "input_size": (3, config.img_size, config.img_size),
+        "mean": config.mean,
+        "std": config.std,
+        "num_classes": num_classes,
+    }
+    return model
 
 
 @dataclass(frozen=True)
@@ -63,42 +105,6 @@ class PretrainConfig:
         """Hash of the configuration and of the numeric environment it is trained in."""
         blob = json.dumps({**asdict(self), "numeric_environment": environment_key()}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def cache_dir() -> Path:
-    """The cache directory: ``$AVPET_CACHE_DIR`` if set, else ``~/.cache/avpet``."""
-    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "avpet")
-
-
-def ensure_writable(directory: Path) -> Path:
-    """Create ``directory`` if needed and check that a file can be written there."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise CacheError(
-            f"{directory}: cache directory is not writable ({err.strerror or err}); "
-            f"set {CACHE_ENV_VAR} to a writable directory"
-        ) from err
-    return directory
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a cache is meant to be shared
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextmanager
@@ -149,8 +155,6 @@ def pretrain_micro_vit(config: PretrainConfig = PretrainConfig(), *, progress: b
     Returns the model (with its 16-way head) and a record: test accuracy, the loss/accuracy
     history, wall time, and the configuration.
     """
-    from tqdm.auto import tqdm
-
     history = []
     start = time.perf_counter()
     with deterministic_cpu(config.num_threads):
@@ -205,8 +209,6 @@ def pretrained_micro_vit(
     The returned model carries its 16-way head; ``model.pretraining`` holds the training record
     (test accuracy, history, wall time).
     """
-    from safetensors.torch import save
-
     weights_path, record_path = cache_paths(config)
     if retrain or not (weights_path.is_file() and record_path.is_file()):
         ensure_writable(weights_path.parent)  # fail before spending a minute training

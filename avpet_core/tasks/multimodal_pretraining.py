@@ -1,6 +1,7 @@
 """Self-supervised pretraining of :class:`~avpet_core.models.shared_lowrank.SharedMultimodalTransformer`
-and its evaluation on SynthAVE video classification, CNNs and Transformers trained end to end with
-the book's training loop (:func:`avpet_core.train.fit`): pretraining and fine-tuning are two tasks of it.
+(chapter 8), CNNs and Transformers trained end to end with the book's training loop
+(:func:`avpet_core.train.fit`); its evaluation is the video-classification task
+(:mod:`avpet_core.tasks.video_classification`).
 
 The objectives follow Lee et al. (ICLR 2021) as summarised in the reference notes (§5: "masked
 embedding prediction with InfoNCE over negatives, plus correct-pair prediction; content-aware
@@ -35,66 +36,25 @@ the positive (silent segments, the same object in consecutive segments of a vide
 negatives that keep the loss at chance, ``ln(num_negatives + 1)``. Sampling never picks the
 positive itself, nor one candidate twice.
 
-Evaluation: the video label is the event class of the video if any of its segments is an event,
-else background (SynthAVE's last label, so ``labels.min()`` over the segments). A **linear probe**
-fits a logistic regression on the frozen summary features; **fine-tuning** trains the whole model
-(stems included) with a linear head. :func:`training_memory` reports what one training step needs:
-parameters, gradients and Adam's two moments (4 bytes each), plus the activations autograd saves for
-the backward pass, counted exactly with ``torch.autograd.graph.saved_tensors_hooks`` (each storage
-once, parameters excluded) — deterministic, and the same on any device.
+In the loop, the objectives are the head (:class:`PretrainHeads`): they run the encoder themselves,
+on masked and swapped inputs, so the task hands the head the encoder rather than its output.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avpet_core.data.synthetic import SynthAVE, SynthAVEConfig
 from avpet_core.models.shared_lowrank import SharedMultimodalTransformer
-from avpet_core.train import FitResult, TrainConfig, evaluate, fit, label_accuracy
+from avpet_core.tasks.base import Task
+from avpet_core.tasks.video_classification import VideoTensors
+from avpet_core.train import TrainConfig, fit
 
 NEGATIVE_SAMPLING = ("content", "random")
 PAIR_OBJECTIVES = ("binary", "contrastive", "both")
-
-
-@dataclass(frozen=True)
-class VideoTensors:
-    """A SynthAVE split as tensors: ``frames`` ``(N, T, 3, S, S)``, ``audio`` ``(N, T, 1, mel, frames)``,
-    segment ``labels`` ``(N, T)`` and the video label ``video_labels`` ``(N,)``."""
-
-    frames: torch.Tensor
-    audio: torch.Tensor
-    labels: torch.Tensor
-    video_labels: torch.Tensor
-    num_classes: int
-
-    def __len__(self) -> int:
-        return self.frames.shape[0]
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        """One video as the training loop reads it; ``labels`` is the video label."""
-        return {"frames": self.frames[index], "audio": self.audio[index], "labels": self.video_labels[index]}
-
-    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.frames[index], self.audio[index]
-
-
-def load_videos(config: SynthAVEConfig, split: str, count: int | None = None) -> VideoTensors:
-    """The first ``count`` videos of a SynthAVE split (all by default) stacked into tensors."""
-    dataset = SynthAVE(config, split)
-    items = [dataset[i] for i in range(len(dataset) if count is None else min(count, len(dataset)))]
-    labels = torch.stack([item["labels"] for item in items])
-    return VideoTensors(
-        frames=torch.stack([item["frames"] for item in items]),
-        audio=torch.stack([item["audio"][:, :1] for item in items]),
-        labels=labels,
-        video_labels=labels.min(dim=1).values,
-        num_classes=dataset.num_classes,
-    )
 
 
 @dataclass(frozen=True)
@@ -133,13 +93,34 @@ class MultimodalPretrainConfig:
 
 class PretrainHeads(nn.Module):
     """MEP prediction heads (one per modality), the correct-pair classifier and the two projections of
-    the audio-visual contrastive objective."""
+    the audio-visual contrastive objective: the pretraining's head in the loop.
 
-    def __init__(self, dim: int):
+    ``out = heads(encoder, batch)`` is :func:`pretraining_losses` of the batch (masks, pair swaps and
+    negatives from the heads' own generator, seeded with ``seed``); ``heads.loss(out, batch)`` keeps
+    every loss of every step in ``history`` and returns ``out["total"]``.
+    """
+
+    def __init__(self, dim: int, objectives: MultimodalPretrainConfig | None = None, seed: int = 0):
         super().__init__()
         self.predict_visual, self.predict_audio = nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.pair = nn.Linear(2 * dim, 1)
         self.contrast_visual, self.contrast_audio = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.objectives = objectives if objectives is not None else MultimodalPretrainConfig()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.history: dict[str, list[float]] = {}
+
+    def forward(self, encoder: SharedMultimodalTransformer, batch: dict) -> dict[str, torch.Tensor]:
+        return pretraining_losses(encoder, self, batch["frames"], batch["audio"], self.objectives, self.generator)
+
+    def loss(self, output: dict[str, torch.Tensor], batch: dict) -> torch.Tensor:
+        for name, value in output.items():
+            self.history.setdefault(name, []).append(value.item())
+        return output["total"]
+
+    def predict(self, output) -> torch.Tensor:
+        raise TypeError("pretraining makes no predictions: run it without a validation set")
+
+
 
 
 def sample_negatives(targets: torch.Tensor, positives: torch.Tensor, pool: torch.Tensor, k: int, mode: str,
@@ -248,26 +229,15 @@ PRETRAINING = TrainConfig(epochs=5, batch_size=16, adapter_lr=1e-3, head_lr=1e-3
 """Offline optimisation of pretraining: 5 epochs of 256 videos (80 steps), AdamW 1e-3, warm-up and cosine."""
 
 
-class MultimodalPretrainTask:
-    """Self-supervised pretraining as a task of the training loop: the head is :class:`PretrainHeads`,
-    the loss is the sum of :func:`pretraining_losses`, and every loss of every step is kept in
-    ``history``. Masks, pair swaps and negatives come from the task's own generator (seeded)."""
+class MultimodalPretrainingTask(Task):
+    """Self-supervised pretraining as a task of the loop: the features are the encoder itself (its
+    head, :class:`PretrainHeads`, runs it on masked inputs); nothing is evaluated (``val_set=None``)."""
 
     name = "multimodal-pretraining"
-    metric = "total"  # nothing is evaluated: pretraining runs with ``val_set=None``
+    metric = "total"
 
-    def __init__(self, objectives: MultimodalPretrainConfig, seed: int = 0):
-        self.objectives = objectives
-        self.generator = torch.Generator().manual_seed(seed)
-        self.history: dict[str, list[float]] = {}
-
-    def forward(self, model, heads, batch):
-        return pretraining_losses(model, heads, batch["frames"], batch["audio"], self.objectives, self.generator)
-
-    def loss(self, heads, output, batch):
-        for name, value in output.items():
-            self.history.setdefault(name, []).append(value.item())
-        return output["total"]
+    def features(self, model, batch: dict):
+        return model
 
 
 def pretrain(model: SharedMultimodalTransformer, videos: VideoTensors,
@@ -275,161 +245,6 @@ def pretrain(model: SharedMultimodalTransformer, videos: VideoTensors,
              training: TrainConfig = PRETRAINING) -> dict[str, list[float]]:
     """Pretrain ``model`` in place (labels unused) with :func:`~avpet_core.train.fit`; returns the
     per-step history of every loss."""
-    task = MultimodalPretrainTask(objectives, seed=training.seed)
-    fit(model, PretrainHeads(model.config.dim), task, videos, None, training)
-    return task.history
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation: linear probe and fine-tuning on video classification.
-# ---------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def extract_features(model: SharedMultimodalTransformer, videos: VideoTensors, batch_size: int = 50,
-                     device: str | torch.device = "cpu") -> torch.Tensor:
-    """The summary features ``(N, 2 D)`` of every video (eval mode, no gradients)."""
-    was_training = model.training
-    model.eval()
-    features = [model(*(x.to(device) for x in videos.batch(torch.arange(i, min(i + batch_size, len(videos)))))).summary.cpu()
-                for i in range(0, len(videos), batch_size)]
-    model.train(was_training)
-    return torch.cat(features)
-
-
-def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                 test_labels: torch.Tensor, num_classes: int, steps: int = 300, lr: float = 0.05,
-                 weight_decay: float = 1e-3, seed: int = 0) -> float:
-    """Test accuracy of a logistic regression on standardised frozen features (full-batch Adam)."""
-    mean, std = train_features.mean(0), train_features.std(0) + 1e-6
-    x_train, x_test = (train_features - mean) / std, (test_features - mean) / std
-    torch.manual_seed(seed)
-    probe = nn.Linear(x_train.shape[1], num_classes)
-    optimiser = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):
-        optimiser.zero_grad()
-        F.cross_entropy(probe(x_train), train_labels).backward()
-        optimiser.step()
-    with torch.no_grad():
-        return (probe(x_test).argmax(1) == test_labels).float().mean().item()
-
-
-FINETUNING = TrainConfig(epochs=5, batch_size=16, adapter_lr=1e-3, head_lr=1e-3, progress=False)
-"""Offline optimisation of fine-tuning: the same budget as :data:`PRETRAINING`."""
-
-
-class VideoClassifier(nn.Module):
-    """The multimodal Transformer and a linear head on its summary tokens."""
-
-    def __init__(self, model: SharedMultimodalTransformer, num_classes: int):
-        super().__init__()
-        self.model, self.head = model, nn.Linear(2 * model.config.dim, num_classes)
-
-    def forward(self, frames: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        return self.head(self.model(frames, audio).summary)
-
-
-class VideoClassificationTask:
-    """SynthAVE video classification as a task of the training loop: a linear head on the summary
-    tokens, cross-entropy on the video label, metric: accuracy."""
-
-    name = "video-classification"
-    metric = "accuracy"
-
-    def forward(self, model, head, batch):
-        return head(model(batch["frames"], batch["audio"]).summary)
-
-    def loss(self, head, output, batch):
-        return F.cross_entropy(output, batch["labels"])
-
-    def predict(self, head, output):
-        return output.argmax(dim=-1)
-
-    def metrics(self, predictions, batches):
-        return label_accuracy(predictions, batches)
-
-
-def finetune(model: SharedMultimodalTransformer, videos: VideoTensors, training: TrainConfig = FINETUNING,
-             val_videos: VideoTensors | None = None) -> tuple[VideoClassifier, FitResult]:
-    """Fine-tune a copy of ``model`` end to end (stems, Transformers and head) with
-    :func:`~avpet_core.train.fit`; returns the classifier after the last epoch and the run's result.
-    ``val_videos``, if given, is evaluated after every epoch (for the history; nothing is selected)."""
-    torch.manual_seed(training.seed)
-    classifier = VideoClassifier(copy.deepcopy(model), videos.num_classes)
-    result = fit(classifier.model, classifier.head, VideoClassificationTask(), videos, val_videos, training)
-    classifier.train()
-    return classifier, result
-
-
-def accuracy(classifier: VideoClassifier, videos: VideoTensors, training: TrainConfig = FINETUNING) -> float:
-    """Test accuracy of ``classifier`` on ``videos`` (the loop's :func:`~avpet_core.train.evaluate`)."""
-    metrics = evaluate(classifier.model, classifier.head, VideoClassificationTask(), videos, training)
-    classifier.train()
-    return metrics["accuracy"]
-
-
-# ---------------------------------------------------------------------------------------------
-# Training memory.
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainingMemory:
-    """Bytes one AdamW training step holds: weights, gradients, the two Adam moments, saved activations."""
-
-    parameters: int
-    gradients: int
-    optimiser: int
-    activations: int
-
-    @property
-    def total(self) -> int:
-        return self.parameters + self.gradients + self.optimiser + self.activations
-
-    def as_dict(self) -> dict:
-        return {"parameters": self.parameters, "gradients": self.gradients, "optimiser": self.optimiser,
-                "activations": self.activations, "total": self.total}
-
-
-def saved_activation_bytes(loss_fn, parameters) -> int:
-    """Bytes of the tensors autograd saves for backward while ``loss_fn()`` runs, each storage once,
-    parameters (which autograd saves by reference, not by copy) excluded."""
-    parameter_storages = {p.untyped_storage().data_ptr() for p in parameters}
-    storages: dict[int, int] = {}
-
-    def pack(tensor):
-        if tensor.device.type != "meta":
-            storage = tensor.untyped_storage()
-            key = storage.data_ptr()
-            if key not in parameter_storages:
-                storages[key] = storage.nbytes()
-        else:  # on the meta device there are no pointers: count every saved tensor by its size
-            storages[len(storages) + 2**62] = tensor.numel() * tensor.element_size()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = loss_fn()
-    loss.backward()
-    return sum(storages.values())
-
-
-def training_memory(classifier: nn.Module, frames: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor) -> TrainingMemory:
-    """What one fine-tuning step of ``classifier`` on this batch holds (float32 weights and AdamW)."""
-    parameters = [p for p in classifier.parameters() if p.requires_grad]
-    weight_bytes = sum(p.numel() * p.element_size() for p in classifier.parameters())
-    trained_bytes = sum(p.numel() * p.element_size() for p in parameters)
-    activations = saved_activation_bytes(lambda: F.cross_entropy(classifier(frames, audio), labels), parameters)
-    classifier.zero_grad(set_to_none=True)
-    return TrainingMemory(parameters=weight_bytes, gradients=trained_bytes, optimiser=2 * trained_bytes, activations=activations)
-
-
-def mebibytes(count: int) -> float:
-    return count / 2**20
-
-
-__all__ = [
-    "FINETUNING", "NEGATIVE_SAMPLING", "PAIR_OBJECTIVES", "PRETRAINING", "MultimodalPretrainConfig", "MultimodalPretrainTask",
-    "PretrainHeads", "TrainingMemory", "VideoClassificationTask", "VideoClassifier", "VideoTensors", "accuracy",
-    "audio_visual_contrastive", "extract_features", "finetune", "info_nce", "linear_probe", "load_videos", "mebibytes",
-    "pretrain", "pretraining_losses", "sample_negatives", "saved_activation_bytes", "training_memory",
-]
+    heads = PretrainHeads(model.config.dim, objectives, seed=training.seed)
+    fit(model, heads, MultimodalPretrainingTask(), videos, None, training)
+    return heads.history

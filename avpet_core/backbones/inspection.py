@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from timm.models.vision_transformer import Block, VisionTransformer
 
-from avpet_core.backbones import patch_grid
+from avpet_core.backbones.vit import patch_grid
 
 
 def attention_probs(block: Block, x: torch.Tensor) -> torch.Tensor:
