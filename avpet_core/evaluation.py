@@ -70,18 +70,39 @@ def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
     return (predictions == labels).float().mean().item()
 
 
+PROBE_SOLVERS = ("adam", "lbfgs")
+
+
 def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
                  test_labels: torch.Tensor, num_classes: int, steps: int = 300, lr: float = 0.05,
-                 weight_decay: float = 1e-3, seed: int = 0) -> float:
-    """Test accuracy of a logistic regression on standardised frozen features (full-batch Adam)."""
+                 weight_decay: float = 1e-3, seed: int = 0, solver: str = "adam") -> float:
+    """Test accuracy of a logistic regression on standardised frozen features.
+
+    ``solver="adam"``: ``steps`` full-batch Adam steps at ``lr`` with ``weight_decay`` (chapter 8);
+    ``"lbfgs"``: one L-BFGS run of at most ``steps`` iterations on cross-entropy plus
+    ``weight_decay * ||W||^2`` (chapter 2; ``lr`` unused). The probe is initialised from ``seed``.
+    """
+    if solver not in PROBE_SOLVERS:
+        raise ValueError(f"unknown probe solver {solver!r}; choose one of {PROBE_SOLVERS}")
     mean, std = train_features.mean(0), train_features.std(0) + 1e-6
     x_train, x_test = (train_features - mean) / std, (test_features - mean) / std
     torch.manual_seed(seed)
     probe = nn.Linear(x_train.shape[1], num_classes)
-    optimiser = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):
-        optimiser.zero_grad()
-        F.cross_entropy(probe(x_train), train_labels).backward()
-        optimiser.step()
+    if solver == "adam":
+        optimiser = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
+        for _ in range(steps):
+            optimiser.zero_grad()
+            F.cross_entropy(probe(x_train), train_labels).backward()
+            optimiser.step()
+    else:
+        optimiser = torch.optim.LBFGS(probe.parameters(), max_iter=steps)
+
+        def closure():
+            optimiser.zero_grad()
+            loss = F.cross_entropy(probe(x_train), train_labels) + weight_decay * probe.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimiser.step(closure)
     with torch.no_grad():
         return accuracy(probe(x_test).argmax(1), test_labels)

@@ -42,15 +42,16 @@ on masked and swapped inputs, so the task hands the head the encoder rather than
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avpet_core.models.shared_lowrank import SharedMultimodalTransformer
+from avpet_core.evaluation import linear_probe
+from avpet_core.models.shared_lowrank import SharedMultimodalTransformer, SharedTransformerConfig
 from avpet_core.tasks.base import Task
-from avpet_core.tasks.video_classification import VideoTensors
+from avpet_core.tasks.video_classification import VideoTensors, extract_features
 from avpet_core.train import TrainConfig, fit
 
 NEGATIVE_SAMPLING = ("content", "random")
@@ -248,3 +249,35 @@ def pretrain(model: SharedMultimodalTransformer, videos: VideoTensors,
     heads = PretrainHeads(model.config.dim, objectives, seed=training.seed)
     fit(model, heads, MultimodalPretrainingTask(), videos, None, training)
     return heads.history
+
+
+def seeded_model(config: SharedTransformerConfig, seed: int) -> SharedMultimodalTransformer:
+    """The model's initialisation for ``seed`` (the global RNG seeded, then the model built)."""
+    torch.manual_seed(seed)
+    return SharedMultimodalTransformer(config)
+
+
+def probe_accuracy(model: SharedMultimodalTransformer, train: VideoTensors, test: VideoTensors, seed: int = 0,
+                   device: str | torch.device = "cpu") -> float:
+    """Linear-probe test accuracy (:func:`avpet_core.evaluation.linear_probe`) on the frozen summary tokens."""
+    return linear_probe(extract_features(model, train, device=device), train.video_labels,
+                        extract_features(model, test, device=device), test.video_labels, train.num_classes, seed=seed)
+
+
+def pretraining_study(config: SharedTransformerConfig, train: VideoTensors, test: VideoTensors,
+                      runs: dict[str, dict], seeds: tuple[int, ...] | list[int], *, every_seed: tuple[str, ...],
+                      objectives: MultimodalPretrainConfig = MultimodalPretrainConfig(),
+                      training: TrainConfig = PRETRAINING, device: str | torch.device = "cpu") -> dict[str, dict[int, dict]]:
+    """Pretrain one model per run and seed, each run changing some objectives of ``objectives``, and probe it.
+
+    ``runs`` maps a run's name to its changes (``{"negatives": "random"}``); the runs named in
+    ``every_seed`` use every seed, the others the first only. Returns ``result[name][seed]`` =
+    ``{"model", "history", "probe"}`` (the pretrained model, its per-step losses, its probe accuracy).
+    """
+    result: dict[str, dict[int, dict]] = {name: {} for name in runs}
+    for name, changes in runs.items():
+        for seed in seeds if name in every_seed else list(seeds)[:1]:
+            model = seeded_model(config, seed)
+            history = pretrain(model, train, replace(objectives, **changes), replace(training, seed=seed, device=str(device)))
+            result[name][seed] = {"model": model, "history": history, "probe": probe_accuracy(model, train, test, seed, device)}
+    return result
