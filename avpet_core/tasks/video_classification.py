@@ -60,20 +60,6 @@ def load_videos(config: SynthAVEConfig, split: str, count: int | None = None) ->
     )
 
 
-def load_videos(config: SynthAVEConfig, split: str, count: int | None = None) -> VideoTensors:
-    """The first ``count`` videos of a SynthAVE split (all by default) stacked into tensors."""
-    dataset = SynthAVE(config, split)
-    items = [dataset[i] for i in range(len(dataset) if count is None else min(count, len(dataset)))]
-    labels = torch.stack([item["labels"] for item in items])
-    return VideoTensors(
-        frames=torch.stack([item["frames"] for item in items]),
-        audio=torch.stack([item["audio"][:, :1] for item in items]),
-        labels=labels,
-        video_labels=labels.min(dim=1).values,
-        num_classes=dataset.num_classes,
-    )
-
-
 class VideoClassificationTask(Task):
     """SynthAVE video classification: the head (:class:`~avpet_core.heads.video.VideoClassHead`) reads
     the summary tokens, cross-entropy on the video label; metric: accuracy."""
