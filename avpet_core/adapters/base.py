@@ -86,6 +86,9 @@ def bottleneck_width(dim: int, reduction: int, bottleneck_dim: int | None) -> in
 
 def joined_others(others: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """``(B, sum M_m, D)``: the other modalities' tokens concatenated in the mapping's order (one: as is)."""
+    if not isinstance(others, Mapping):
+        raise TypeError(f"an adapter reads the other modalities as a mapping {{modality: tokens}}, "
+                        f"e.g. adapter(tokens, {{'audio': audio_tokens}}); got {type(others).__name__}")
     if not others:
         raise AdapterConfigError("an exchanging adapter needs the tokens of at least one other modality")
     tensors = list(others.values())
