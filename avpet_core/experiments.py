@@ -38,11 +38,12 @@ from avpet_core.adapters import LAVISH_AVQA, AdapterConfig
 from avpet_core.backbones import MICRO_VIT
 from avpet_core.checkpoints import load_adapters
 from avpet_core.data.synthetic import SYNTH_FBANK_MICRO, SynthAVEConfig, SynthAVQAConfig
+from avpet_core.data.synthetic.cache import use_disk_cache
 from avpet_core.heads import build_head, heads_for
 from avpet_core.models import build_dual_stream
 from avpet_core.params import count_adapted
 from avpet_core.tasks import OFFLINE, PAPER, TASKS, Profile, Task, TaskError, get_task
-from avpet_core.train import FitResult, TrainConfig, distributed_context, evaluate, fit
+from avpet_core.train import FitResult, TrainConfig, default_num_workers, distributed_context, evaluate, fit
 
 OFFLINE_DATA = SynthAVEConfig(num_videos=160, num_eval_videos=80, num_test_videos=400)
 """SynthAVE as the offline AVEL runs use it: 160 training videos, 80 for validation (evaluated every
@@ -225,12 +226,22 @@ def task_of(experiment: Experiment) -> Task:
 
 
 def datasets(experiment: Experiment, settings: RunSettings):
-    """``(train, val, test)`` for the experiment under the settings (its task chooses the data)."""
+    """``(train, val, test)`` for the experiment under the settings (its task chooses the data).
+
+    Synthetic splits are cached on disk (:mod:`avpet_core.data.synthetic.cache`), keyed by their
+    config and the numeric environment: the first command renders them (with loader workers on
+    CUDA), later commands and chapters read them.
+    """
     task = task_of(experiment)
     if settings.data not in task.data_kinds:
         kinds = " or ".join(repr(k) for k in task.data_kinds)
         raise ExperimentError(f"data {settings.data!r} does not fit {experiment.name} (task {experiment.task}); choose {kinds}")
-    return task.datasets(experiment, settings, settings.profile())
+    splits = task.datasets(experiment, settings, settings.profile())
+    cuda_missing = torch.device(settings.device).type == "cuda" and not torch.cuda.is_available()
+    if settings.data == "synth" and not cuda_missing:  # (without the GPU, fit says so before any rendering)
+        workers = default_num_workers(settings.device)
+        splits = tuple(use_disk_cache(split, num_workers=workers) for split in splits)
+    return splits
 
 
 def build(experiment: Experiment, settings: RunSettings, num_classes: int, *, vocab_size: int | None = None):

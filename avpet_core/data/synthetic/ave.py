@@ -6,23 +6,23 @@ planning and rendering of a video, and the :class:`SynthAVE` dataset (see
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
 from avpet_core.audio import FbankConfig, segment_fbank_images
-from avpet_core.data.media import DatasetFormatError
+from avpet_core.data.synthetic.cache import data_cache_dir, load_split, render_items, save_split, split_cache_path
 from avpet_core.data.synthetic.classes import MAX_CLASSES, class_spec
 from avpet_core.data.synthetic.drawing import background_frames, draw_object, finish_frames
 from avpet_core.data.synthetic.nuisance import NuisanceConfig
 from avpet_core.data.synthetic.seeds import NUM_SEGMENTS, check_split, item_seed, uniform
 from avpet_core.data.synthetic.sound import SYNTH_FBANK_MICRO, SYNTH_FBANK_VITB, synthesise_class_sound
-from avpet_core.files import atomic_write_bytes, ensure_writable
+from avpet_core.files import ensure_writable
 
 SEGMENT_KINDS = ("event", "neither", "visible_silent", "audible_offscreen")
 EVENT, NEITHER, VISIBLE_SILENT, AUDIBLE_OFFSCREEN = range(4)
@@ -263,18 +263,9 @@ def estimate_fbank_stats(config: SynthAVEConfig, num_videos: int = 40, split: st
 _CACHED = ("frames", "fbank", "labels")
 
 
-def _load_cache(path: Path) -> dict:
-    regenerate = "delete it to regenerate"
-    try:
-        stored = torch.load(path, weights_only=True)
-    except Exception as err:  # torch raises many kinds for a damaged file
-        raise DatasetFormatError(f"{path}: unreadable dataset cache ({type(err).__name__}); {regenerate}") from err
-    for name in _CACHED:
-        if name not in stored:
-            raise DatasetFormatError(f"{path}: dataset cache lacks {name!r}; {regenerate}")
-    if not torch.isfinite(stored["fbank"].float()).all():
-        raise DatasetFormatError(f"{path}: NaN or infinite values in the cached audio features; {regenerate}")
-    return stored
+def _cached_video(config: SynthAVEConfig, split: str, index: int) -> dict:
+    video = synth_ave_video(config, split, index)
+    return {name: video[name] for name in _CACHED}
 
 
 class SynthAVE(Dataset):
@@ -286,7 +277,9 @@ class SynthAVE(Dataset):
             (``config.num_eval_videos``; test: ``config.num_test_videos`` when set).
         cache: ``None`` generates each item when asked (a few milliseconds); ``"memory"`` keeps
             what has been generated; a directory path generates the whole split once, saves it
-            there atomically (``synthave-{config.key()}-{split}.pt``) and loads it on later runs.
+            there atomically (``synthave-{config.key()}-{environment}-{split}.pt``, see
+            :mod:`avpet_core.data.synthetic.cache`) and loads it on later runs.
+        cache_workers: processes that generate a split for the disk cache (0: this one).
 
     Items (the same keys as :class:`avpet_core.data.ave.AVE`): ``frames`` float32 ``(T, 3, S,
     S)`` in ``[0, 1]`` (not normalised), ``audio`` float32 ``(T, 3, mel, frames)`` normalised
@@ -298,7 +291,8 @@ class SynthAVE(Dataset):
     """
 
     def __init__(
-        self, config: SynthAVEConfig = SynthAVEConfig(), split: str = "train", *, cache: str | Path | None = None
+        self, config: SynthAVEConfig = SynthAVEConfig(), split: str = "train", *, cache: str | Path | None = None,
+        cache_workers: int = 0,
     ):
         check_split(split)
         self.config, self.split = config, split
@@ -311,18 +305,25 @@ class SynthAVE(Dataset):
         self._stored: dict | None = None
         self.cache_path: Path | None = None
         if cache is not None and cache != "memory":
-            self.cache_path = Path(cache) / f"synthave-{config.key()}-{split}.pt"
-            self._stored = self._load_or_build_cache(self.cache_path)
+            self.use_disk_cache(cache, num_workers=cache_workers)
 
-    def _load_or_build_cache(self, path: Path) -> dict:
+    def use_disk_cache(self, directory: str | Path | None = None, *, num_workers: int = 0) -> "SynthAVE":
+        """Read the whole split from its file in ``directory`` (default
+        :func:`~avpet_core.data.synthetic.cache.data_cache_dir`), generating it first if there is
+        none (with ``num_workers`` processes); returns the dataset."""
+        directory = data_cache_dir() if directory is None else Path(directory)
+        self.cache_path = split_cache_path(directory, "synthave", self.config.key(), self.split)
+        self._stored = self._load_or_build_cache(self.cache_path, num_workers)
+        self._memory = None
+        return self
+
+    def _load_or_build_cache(self, path: Path, num_workers: int = 0) -> dict:
         if path.is_file():
-            return _load_cache(path)
-        ensure_writable(path.parent)
-        videos = [synth_ave_video(self.config, self.split, i) for i in range(self._length)]
+            return load_split(path, _CACHED, finite=("fbank",))
+        ensure_writable(path.parent)  # before the minutes of rendering, not after
+        videos = render_items(partial(_cached_video, self.config, self.split), self._length, num_workers)
         stored = {name: torch.stack([v[name] for v in videos]) for name in _CACHED}
-        buffer = io.BytesIO()
-        torch.save(stored, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        save_split(path, stored)
         return stored
 
     def __len__(self) -> int:

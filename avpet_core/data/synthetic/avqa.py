@@ -9,6 +9,7 @@ import json
 import math
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,12 +25,13 @@ from avpet_core.data.music_avqa import (
     substitute_placeholders,
     type_name,
 )
+from avpet_core.data.synthetic.cache import config_key, data_cache_dir, load_split, render_items, save_split, split_cache_path
 from avpet_core.data.synthetic.classes import class_spec
 from avpet_core.data.synthetic.drawing import background_frames, draw_object, finish_frames
 from avpet_core.data.synthetic.nuisance import NuisanceConfig
 from avpet_core.data.synthetic.seeds import NUM_SEGMENTS, check_split, item_seed, uniform
 from avpet_core.data.synthetic.sound import SAMPLE_RATE, SYNTH_FBANK_MICRO, synthesise_class_sound
-from avpet_core.files import atomic_write_bytes
+from avpet_core.files import atomic_write_bytes, ensure_writable
 
 INSTRUMENTS = ("drum", "bell", "horn", "flute", "violin", "piano", "guitar", "cello")
 INSTRUMENT_CLASSES = (0, 1, 2, 3, 16, 17, 18, 19)
@@ -270,15 +272,48 @@ class SynthAVQAMedia:
     """A media source for :class:`~avpet_core.data.music_avqa.MusicAVQA`: renders a SynthAVQA video by id.
 
     ``media(video_id) -> (frames (T, 3, S, S) float32 in [0, 1], audio (T, 3, mel, frames))``. The
-    most recent videos are kept, since consecutive questions often share one.
+    most recent videos are kept, since consecutive questions often share one; a split read from
+    the disk cache (:meth:`use_disk_cache`) is served from its file.
     """
 
     def __init__(self, config: SynthAVQAConfig, keep: int = 8):
         self.config, self.keep = config, keep
         self._recent: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._stored: dict[str, torch.Tensor] | None = None
+        self._stored_split: str | None = None
+        self.cache_path: Path | None = None
+
+    def use_disk_cache(self, split: str, directory: str | Path | None = None, *, num_workers: int = 0) -> None:
+        """Serve every video of ``split`` from its file in ``directory`` (default
+        :func:`~avpet_core.data.synthetic.cache.data_cache_dir`), rendering the split first if
+        there is none (with ``num_workers`` processes)."""
+        check_split(split)
+        directory = data_cache_dir() if directory is None else Path(directory)
+        path = split_cache_path(directory, "synthavqa", config_key(self.config), split)
+        if path.is_file():
+            stored = load_split(path, ("frames", "audio"), finite=("audio",))
+        else:
+            ensure_writable(path.parent)  # before the rendering, not after
+            videos = render_items(partial(_render_video, self.config, split), self.config.split_size(split), num_workers)
+            stored = {"frames": torch.stack([f for f, _ in videos]), "audio": torch.stack([a for _, a in videos])}
+            save_split(path, stored)
+        self._stored, self._stored_split, self.cache_path = stored, split, path
+        self._recent.clear()
+
+    def _from_disk(self, video_id: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        parts = video_id.split("-")
+        if self._stored is None or len(parts) != 3 or parts[1] != self._stored_split or not parts[2].isdigit():
+            return None
+        index = int(parts[2])
+        if index >= len(self._stored["frames"]):
+            return None
+        return self._stored["frames"][index], self._stored["audio"][index]
 
     def __call__(self, video_id: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if video_id in self._recent:
+        stored = self._from_disk(video_id)
+        if stored is not None:
+            frames, audio = stored
+        elif video_id in self._recent:
             frames, audio = self._recent[video_id]
         else:
             frames, audio = self._render(video_id)
@@ -301,6 +336,11 @@ class SynthAVQAMedia:
         frames, wave = render_scene(scene, self.config, render_generator)
         audio = segment_fbank_images(wave, self.config.fbank, num_segments=self.config.num_segments, source=video_id)
         return frames, audio[:, :1].to(torch.float16)
+
+
+def _render_video(config: SynthAVQAConfig, split: str, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Video ``index`` of ``split`` as :meth:`SynthAVQAMedia._render` makes it (for the disk cache)."""
+    return SynthAVQAMedia(config, keep=0)._render(synth_avqa_video_id(split, index))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,6 +387,12 @@ class SynthAVQA(AVQAItems):
         self.type_counts = Counter(type_name(q.type_index) for q in self.questions)
         self.media = SynthAVQAMedia(config, keep=config.split_size(split) if keep_videos is None else keep_videos)
         self.max_question_length = config.max_question_length
+
+    def use_disk_cache(self, directory: str | Path | None = None, *, num_workers: int = 0) -> "SynthAVQA":
+        """Serve this split's videos from the disk cache (rendered once, with ``num_workers``
+        processes; see :mod:`avpet_core.data.synthetic.cache`); returns the dataset."""
+        self.media.use_disk_cache(self.split, directory, num_workers=num_workers)
+        return self
 
     def _make_questions(self, split: str) -> tuple[list[Scene], list[AVQAQuestion], list[list[str]]]:
         scenes, questions, templ_values = [], [], []
