@@ -158,3 +158,47 @@ def segment_kinds(dataset: Dataset) -> torch.Tensor:
     if not hasattr(dataset, "plan"):
         raise ValueError(f"{type(dataset).__name__} has no ground-truth segment kinds (only SynthAVE has)")
     return torch.stack([dataset.plan(i).kinds for i in range(len(dataset))])
+
+
+def frame_importance(model: nn.Module, dataset: Dataset, *, batch_size: int = 32) -> torch.Tensor:
+    """``(questions, T)``: LSTTA's long-term importance of every frame, averaged over its blocks, for every
+    question of a trimodal AVQA dataset (items with ``question_text``; one evaluation pass, eval mode)."""
+    device = next(model.parameters()).device
+
+    def importance(batch):
+        scores = model(batch["frames"], batch["audio"], batch["question_text"]).importance
+        if not scores:
+            raise ValueError("the model has no long-term filtering (an LSTTA config with long_term=True)")
+        return torch.stack(scores).mean(0)
+
+    scores, _ = predict(importance, (model,), dataset, batch_size=batch_size, device=device,
+                        drop=("frames", "audio", "question_text"))
+    return scores
+
+
+def deciding_mask(dataset) -> torch.Tensor:
+    """``(questions, T)`` bool: the segments that decide each question (SynthAVQA's ``deciding_segments``)."""
+    segments = dataset.config.num_segments
+    mask = torch.zeros(len(dataset), segments, dtype=torch.bool)
+    for index in range(len(dataset)):
+        mask[index, list(dataset.deciding_segments(index))] = True
+    return mask
+
+
+def deciding_auc(scores: torch.Tensor, deciding: torch.Tensor) -> tuple[float, int]:
+    """How well ``scores`` rank the deciding segments above the others, within each question.
+
+    The area under the ROC curve (Mann-Whitney: the chance that a deciding segment outscores a
+    non-deciding one of the same question, ties counting one half), pooled over the questions that
+    have both kinds of segment; returns ``(auc, questions used)``. 0.5: no preference.
+    """
+    wins = pairs = 0.0
+    used = 0
+    for row, mask in zip(scores, deciding):
+        positive, negative = row[mask], row[~mask]
+        if len(positive) and len(negative):
+            difference = positive[:, None] - negative[None, :]
+            wins += (difference > 0).sum().item() + 0.5 * (difference == 0).sum().item()
+            pairs += difference.numel()
+            used += 1
+    return (wins / pairs if pairs else float("nan")), used

@@ -32,7 +32,7 @@ import sys
 import avpet_core
 from avpet_core.reproducibility import exec_pinned
 
-MODELS = ("dual-stream", "shared-lowrank")
+MODELS = ("dual-stream", "shared-lowrank", "trimodal")
 MICRO_VIT = "micro_vit"  # avpet_core.backbones.MICRO_VIT, named here so that torch loads after the pins
 
 
@@ -52,7 +52,10 @@ def _parser() -> argparse.ArgumentParser:
 
     params = commands.add_parser("params", help="count trainable / frozen parameters of a model")
     params.add_argument("--model", default="dual-stream", choices=MODELS,
-                        help="dual-stream: a ViT with adapters (default); shared-lowrank: the sharing table at the paper's sizes")
+                        help="dual-stream: a ViT with adapters (default); shared-lowrank: the sharing table at the paper's "
+                             "sizes; trimodal: the ViT for audio and video with a language encoder (LSTTA's setting)")
+    params.add_argument("--text-encoder", help="trimodal: the language encoder (default micro_text with the micro-ViT, "
+                                               "else bert-base-uncased); counted without weights")
     params.add_argument("--backbone", default=MICRO_VIT, help=f"timm ViT name or {MICRO_VIT!r} (default)")
     params.add_argument("--adapter", default="none", choices=METHODS, help="adapter method (none: the frozen backbone; default)")
     params.add_argument("--streams", default="both", choices=list(PLACEMENTS), help="streams that carry adapters (default both)")
@@ -111,6 +114,8 @@ def _bench(args: argparse.Namespace) -> dict:
 def _params(args: argparse.Namespace) -> dict:
     if args.model == "shared-lowrank":
         return _shared_lowrank_params(args)
+    if args.model == "trimodal":
+        return _trimodal_params(args)
     from avpet_core.adapters import adapter_config
     from avpet_core.params import closed_form_adapter_parameters, count_without_weights, millions, paper_count
 
@@ -139,6 +144,28 @@ def _params(args: argparse.Namespace) -> dict:
         print(f"trainable  {millions(counts.trainable, 3)}")
         print(f"frozen     {millions(counts.frozen, 3)}")
         print(f"total      {millions(counts.total, 3)}")
+        print(f"share      {100 * counts.adapter_share:.2f}% of all parameters are adapter parameters")
+    return result
+
+
+def _trimodal_params(args: argparse.Namespace) -> dict:
+    from avpet_core.adapters import adapter_config
+    from avpet_core.params import closed_form_trimodal_parameters, count_trimodal_without_weights, millions
+
+    text = args.text_encoder or ("micro_text" if args.backbone == MICRO_VIT else "bert-base-uncased")
+    config = _lavish_presets()[args.preset or "avqa"] if args.adapter == "lavish" else adapter_config(args.adapter)
+    counts, shape = count_trimodal_without_weights(args.backbone, text, config, args.streams)
+    closed_form = closed_form_trimodal_parameters(config, shape["dims"], shape["stages"], shape["depth"], args.streams)
+    widths = shape["dims"] if getattr(config, "trimodal", False) else shape["dims"]["visual"]
+    description = "none" if config is None else config.describe(widths)
+    result = {"model": "trimodal", "backbone": args.backbone, "text_encoder": text, "method": args.adapter,
+              "streams": args.streams, "adapter_config": config.as_dict() if config is not None else None,
+              "widths": shape["dims"], "stages": shape["stages"], **counts.as_dict(), "closed_form": closed_form}
+    if not args.json:
+        print(f"encoders   {args.backbone} (audio and video), {text} (language): widths {shape['dims']}, "
+              f"{shape['stages']} stages")
+        print(f"adapter    {description}: {millions(counts.adapter, 3)} (closed form {millions(closed_form, 3)})")
+        print(f"frozen     {millions(counts.frozen, 3)}")
         print(f"share      {100 * counts.adapter_share:.2f}% of all parameters are adapter parameters")
     return result
 

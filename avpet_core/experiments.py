@@ -34,13 +34,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from avpet_core.adapters import LAVISH_AVQA, AdapterConfig
+from avpet_core.adapters import LAVISH_AVQA, AdapterConfig, LSTTAConfig
 from avpet_core.backbones import MICRO_VIT
 from avpet_core.checkpoints import load_adapters
 from avpet_core.data.synthetic import SYNTH_FBANK_MICRO, SynthAVEConfig, SynthAVQAConfig
 from avpet_core.data.synthetic.cache import use_disk_cache
 from avpet_core.heads import build_head, heads_for
-from avpet_core.models import build_dual_stream
+from avpet_core.models import build_dual_stream, build_trimodal
 from avpet_core.params import count_adapted
 from avpet_core.tasks import OFFLINE, PAPER, TASKS, Profile, Task, TaskError, get_task
 from avpet_core.train import FitResult, TrainConfig, default_num_workers, distributed_context, evaluate, fit
@@ -82,6 +82,22 @@ steps) would take about 1.7 times as long. At 160 steps every row is still at th
 (the chapter's learning curves)."""
 
 
+OFFLINE_LSTTA_DATA = SynthAVQAConfig(
+    num_scenes=120, num_eval_scenes=40, num_test_scenes=150, num_segments=5, fbank=OFFLINE_AVQA_FBANK,
+    question_types=("Audio/Comparative", "Audio-Visual/Existential", "Audio-Visual/Location",
+                    "Audio-Visual/Comparative", "Audio-Visual/Temporal"))
+"""SynthAVQA as chapter 9's rows use it: the question types whose answer depends on *when* something
+sounds (is X playing, which starts first, which is louder while both play, which starts before X),
+so that a filter over the frames has something to find; the counting and purely visual types are
+left out (every segment decides them). Five segments, the offline AVQA audio."""
+
+OFFLINE_LSTTA_TRAINING = TrainConfig(epochs=2, batch_size=8, adapter_lr=3e-3, head_lr=3e-3)
+"""Chapter 9's optimisation: two epochs at 3e-3, as chapter 7's AVQA rows."""
+
+PAPER_TEXT_ENCODER = "bert-base-uncased"
+"""The language encoder of the trimodal rows with a paper backbone (offline: ``micro_text``)."""
+
+
 class ExperimentError(TaskError):
     """An experiment name or setting that does not exist."""
 
@@ -108,6 +124,8 @@ class Experiment:
         paper_columns: the paper's other columns for this row, keyed like the task's metrics
             (Table 2: ``"audio"``, ``"visual"``, ``"audio_visual"``, ``"group_mean"``), in %.
         paper_parameters_m: the paper's ``(adapter, trainable)`` parameter counts, in millions.
+        model: ``"dual-stream"`` (one frozen ViT, two streams) or ``"trimodal"`` (with a frozen
+            language encoder), a key of :data:`MODELS`.
     """
 
     name: str
@@ -124,11 +142,24 @@ class Experiment:
     adapter_config: AdapterConfig | None = None
     paper_columns: tuple[tuple[str, float], ...] = ()
     paper_parameters_m: tuple[float, float] | None = None
+    model: str = "dual-stream"
 
 
 _T4 = "AVE, ViT-B/16 (ImageNet-21k), CMBS head (AV-PEA Table 4)"
 _T2 = "MUSIC-AVQA, ViT-B/16 (ImageNet-21k), AVST head (AV-PEA Table 2)"
 _AVQA = dict(task="avqa", data=OFFLINE_AVQA_DATA, training=OFFLINE_AVQA_TRAINING)
+_LS = "MUSIC-AVQA and three other audio-visual-language tasks (Liu et al. 2023; numbers not public)"
+_LSTTA = dict(task="trimodal-avqa", model="trimodal", data=OFFLINE_LSTTA_DATA, training=OFFLINE_LSTTA_TRAINING)
+_LSTTA_ROWS = (
+    ("none", "none", None, "frozen encoders, answer head only"),
+    ("avpea", "avpea", None, "+ AV-PEA in audio and visual"),
+    ("lavish", "lavish", LAVISH_AVQA, "+ LAVISH (AVQA preset)"),
+    ("lsf", "lstta", LSTTAConfig(short_term=False), "+ LSTTA, long-term filtering only"),
+    ("ssi", "lstta", LSTTAConfig(long_term=False), "+ LSTTA, short-term interaction only"),
+    ("both", "lstta", LSTTAConfig(), "+ LSTTA, both (w = 2)"),
+    ("both-w1", "lstta", LSTTAConfig(window=1), "+ LSTTA, both, w = 1"),
+    ("both-w4", "lstta", LSTTAConfig(window=4), "+ LSTTA, both, w = 4"),
+)
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
@@ -147,12 +178,17 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment("table2/avpea", "avpea", "both", "avst", 74.90, _T2, label="AVST + AV-PEA",
                    paper_parameters_m=(3.7, 12.4),
                    paper_columns=(("audio", 76.16), ("visual", 78.82), ("audio_visual", 69.72), ("group_mean", 74.90)), **_AVQA),
+        # Chapter 9: LSTTA (Liu et al. 2023) over frozen audio, visual and language encoders. The paper's
+        # numbers are not public (only its abstract is), so no row carries one.
+        *(Experiment(f"lstta/{key}", method, "both", "trimodal", None, _LS, label=label, adapter_config=config, **_LSTTA)
+          for key, method, config, label in _LSTTA_ROWS),
     )
 }
 TABLES: dict[str, tuple[str, ...]] = {
     "table4": ("table4/none", "table4/audio", "table4/visual", "table4/both"),
     "table1": ("table1/lavish", "table1/avpea"),
     "table2": ("table2/none", "table2/lavish", "table2/avpea"),
+    "lstta": tuple(f"lstta/{row[0]}" for row in _LSTTA_ROWS),
 }
 
 
@@ -175,10 +211,17 @@ class RunSettings:
     epochs: int | None = None
     seed: int = 0
     progress: bool = False
+    text_encoder: str | None = None  # trimodal rows: None = the profile's (micro_text offline, else PAPER_TEXT_ENCODER)
 
     def profile(self) -> Profile:
         """Offline (the micro-ViT) or the paper's setting (any other backbone): decided here, once."""
         return OFFLINE if self.backbone == MICRO_VIT else PAPER
+
+    def language_encoder(self) -> str:
+        """The trimodal rows' language encoder: the one named, else the profile's."""
+        if self.text_encoder is not None:
+            return self.text_encoder
+        return "micro_text" if self.profile().offline else PAPER_TEXT_ENCODER
 
     def describe(self, task: str = "avel") -> str:
         data = get_task(task).synthetic if self.data == "synth" else f"{self.data} ({self.data_root})"
@@ -245,7 +288,7 @@ def datasets(experiment: Experiment, settings: RunSettings):
 
 
 def build(experiment: Experiment, settings: RunSettings, num_classes: int, *, vocab_size: int | None = None):
-    """The dual-stream model and the head of an experiment (seeded).
+    """The model (:data:`MODELS`) and the head of an experiment (seeded).
 
     ``num_classes`` is the number of AVEL classes (background included) or of AVQA answers;
     ``vocab_size`` (AVQA only) the number of question tokens, ``<pad>`` and ``<unk>`` included.
@@ -260,10 +303,25 @@ def build(experiment: Experiment, settings: RunSettings, num_classes: int, *, vo
         raise ExperimentError("the AVST head needs the question vocabulary size")
     torch.manual_seed(settings.seed)
     adapter = experiment.adapter_config if experiment.adapter_config is not None else experiment.adapter
-    model = build_dual_stream(settings.backbone, adapter, experiment.streams,
-                              pretrained=settings.pretrained, weights_file=settings.weights_file)
+    if experiment.model not in MODELS:
+        raise ExperimentError(f"{experiment.name}: unknown model {experiment.model!r}; choose one of {sorted(MODELS)}")
+    model = MODELS[experiment.model](settings, adapter, experiment.streams)
     hidden = experiment.head_hidden if settings.profile().offline else None
-    return model, build_head(experiment.head, experiment.task, model.embed_dim, sizes, hidden)
+    return model, build_head(experiment.head, experiment.task, model.feature_dims, sizes, hidden)
+
+
+def _dual_stream(settings: RunSettings, adapter, streams: str):
+    return build_dual_stream(settings.backbone, adapter, streams, pretrained=settings.pretrained,
+                             weights_file=settings.weights_file)
+
+
+def _trimodal(settings: RunSettings, adapter, streams: str):
+    return build_trimodal(settings.backbone, adapter, streams, pretrained=settings.pretrained,
+                          weights_file=settings.weights_file, text_encoder=settings.language_encoder())
+
+
+MODELS: dict[str, Callable] = {"dual-stream": _dual_stream, "trimodal": _trimodal}
+"""How each kind of model of an :class:`Experiment` is built from the run settings, its adapter and streams."""
 
 
 def run_experiment(

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from avpet_core.models.dual_stream import PLACEMENTS, build_dual_stream
+from avpet_core.models.trimodal import build_trimodal
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,25 @@ def count_without_weights(backbone: str, adapter="avpea", streams: str = "both",
     with torch.device("meta"):
         model = build_dual_stream(backbone, adapter, streams, **adapter_options)
     return count_adapted(model)
+
+
+def count_trimodal_without_weights(backbone: str, text_encoder: str, adapter="lstta", streams: str = "both",
+                                   **adapter_options) -> tuple[AdaptedCounts, dict]:
+    """Build the trimodal model on the ``meta`` device (no weights, no download) and count it; also returns
+    the encoders' widths and the number of stages (what the closed forms need)."""
+    with torch.device("meta"):
+        model = build_trimodal(backbone, adapter, streams, text_encoder=text_encoder, **adapter_options)
+    return count_adapted(model), {"dims": model.dims, "stages": model.num_stages, "depth": len(model.visual.blocks)}
+
+
+def closed_form_trimodal_parameters(adapter_config, dims: dict[str, int], stages: int, depth: int,
+                                    streams: str = "both") -> int:
+    """Adapter parameters from the closed forms: an LSTTA block per stage, or sublayer adapters in the ViT streams."""
+    if adapter_config is None:
+        return 0
+    if getattr(adapter_config, "trimodal", False):
+        return adapter_config.num_parameters(dims) * stages
+    return closed_form_adapter_parameters(adapter_config, dims["visual"], depth, streams)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,13 @@ name       config                      sites        exchange between the streams
 houlsby    :class:`BottleneckConfig`   attn         none (the control)
 avpea      :class:`AVPEAConfig`        attn         the CLS reads all tokens of the other stream
 lavish     :class:`LavishConfig`       attn, mlp    T latent tokens summarise the other stream
+lstta      :class:`LSTTAConfig`        between      frame filtering over the video, and local
+                                       blocks       exchange across audio, video and question
 =========  ==========================  ===========  =======================================
+
+The first three sit beside a block's sublayers of one stream (``adapter(tokens, others)``); LSTTA
+sits between the blocks of three encoders and adapts all of them at once
+(:class:`~avpet_core.adapters.lstta.LSTTABlock`, used by :mod:`avpet_core.models.trimodal`).
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ from avpet_core.adapters.avpea import AVPEAAdapter, AVPEAConfig, cls_cross_atten
 from avpet_core.adapters.base import SITES, Adapter, AdapterConfig, AdapterConfigError, bottleneck_width, joined_others
 from avpet_core.adapters.bottleneck import Bottleneck, BottleneckAdapter, BottleneckConfig
 from avpet_core.adapters.lavish import LAVISH_AVE, LAVISH_AVQA, LavishAdapter, LavishConfig
+from avpet_core.adapters.lstta import LSTTABlock, LSTTAConfig
 
 ADAPTER_CONFIGS: dict[str, type[AdapterConfig]] = {
     BottleneckConfig.method: BottleneckConfig,
     AVPEAConfig.method: AVPEAConfig,
     LavishConfig.method: LavishConfig,
+    LSTTAConfig.method: LSTTAConfig,
 }
 """Adapter config classes by method name."""
 
@@ -49,6 +57,6 @@ def config_from_dict(values: dict | None) -> AdapterConfig | None:
 __all__ = [
     "ADAPTER_CONFIGS", "METHODS", "SITES", "Adapter", "AdapterConfig", "AdapterConfigError",
     "AVPEAAdapter", "AVPEAConfig", "Bottleneck", "BottleneckAdapter", "BottleneckConfig",
-    "LAVISH_AVE", "LAVISH_AVQA", "LavishAdapter", "LavishConfig", "adapter_config",
+    "LAVISH_AVE", "LAVISH_AVQA", "LSTTABlock", "LSTTAConfig", "LavishAdapter", "LavishConfig", "adapter_config",
     "bottleneck_width", "cls_cross_attention", "config_from_dict", "joined_others",
 ]

@@ -13,6 +13,7 @@ cmbs        avel    :class:`~avpet_core.heads.avel.CMBSHead`     both streams' t
 segment     avel    :class:`~avpet_core.heads.avel.SegmentClassifier`  the two CLS tokens (LAVISH)
 avst        avqa    :class:`~avpet_core.heads.avqa.AVSTHead`     tokens and the question (Table 2)
 video       video   :class:`~avpet_core.heads.video.VideoClassHead`    the summary tokens
+trimodal    tavqa   :class:`~.trimodal_avqa.TrimodalAVQAHead`    three encoders' tokens (chapter 9)
 ==========  ======  ===========================================  ===================================
 
 Adding a head is a file with its module and a builder ``build(dim, sizes, hidden) -> head``, and
@@ -35,6 +36,7 @@ from avpet_core.heads.avel import (
     build_segment_classifier,
 )
 from avpet_core.heads.avqa import AVQAHeadConfig, AVQAOutput, AVSTHead, QuestionGuidedAttention, build_avst_head
+from avpet_core.heads.trimodal_avqa import TrimodalAVQAHead, build_trimodal_avqa_head
 from avpet_core.heads.video import VideoClassHead, build_video_class_head
 
 
@@ -46,7 +48,8 @@ class HeadError(ValueError):
 class HeadEntry:
     """A registered head: the task whose batches and metrics it fits, and how to build it.
 
-    ``build(dim, sizes, hidden)``: ``dim`` the width of the features, ``sizes`` what the task's data
+    ``build(dim, sizes, hidden)``: ``dim`` the width of the features (a trimodal head: the three
+    widths by modality), ``sizes`` what the task's data
     fixes (``num_classes``, ``vocab_size``), ``hidden`` the head's width (``None``: its own default).
     """
 
@@ -59,6 +62,7 @@ HEADS: dict[str, HeadEntry] = {
     "segment": HeadEntry("avel", build_segment_classifier),
     "avst": HeadEntry("avqa", build_avst_head),
     "video": HeadEntry("video-classification", build_video_class_head),
+    "trimodal": HeadEntry("trimodal-avqa", build_trimodal_avqa_head),
 }
 """Every head by name (see the table above)."""
 
@@ -79,5 +83,5 @@ def build_head(name: str, task: str, dim: int, sizes: dict, hidden: int | None =
 
 __all__ = [
     "HEADS", "AVELOutput", "AVQAHeadConfig", "AVQAOutput", "AVSTHead", "CMBSHead", "CMBSHeadConfig", "HeadEntry",
-    "HeadError", "QuestionGuidedAttention", "SegmentClassifier", "VideoClassHead", "build_head", "heads_for",
+    "HeadError", "QuestionGuidedAttention", "SegmentClassifier", "TrimodalAVQAHead", "VideoClassHead", "build_head", "heads_for",
 ]

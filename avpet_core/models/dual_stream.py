@@ -25,6 +25,7 @@ backbone's own mean and std; spectrograms arrive already normalised by :mod:`avp
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -73,6 +74,9 @@ class DualStreamConfig:
     def __post_init__(self):
         if self.streams not in PLACEMENTS:
             raise DualStreamError(f"unknown stream placement {self.streams!r}; choose one of {list(PLACEMENTS)}")
+        if getattr(self.adapter, "trimodal", False):
+            raise DualStreamError(f"{self.adapter.method} adapts audio, video and language together; build it with "
+                                  "avpet_core.models.build_trimodal (a dual-stream model has no language encoder)")
 
     @property
     def adapted_streams(self) -> tuple[str, ...]:
@@ -103,6 +107,39 @@ class DualStreamOutput:
     def audio_cls(self) -> torch.Tensor:
         """``(*lead, D)``: the audio stream's CLS token after the final norm."""
         return self.audio_tokens[..., 0, :]
+
+
+def streams_block_step(
+    block: nn.Module | Mapping[str, nn.Module],
+    tokens: Mapping[str, torch.Tensor],
+    adapter_at: Callable[[str, str], Adapter | None],
+) -> dict[str, torch.Tensor]:
+    """Advance every stream through one pre-norm timm ``Block``, with the adapters of each stream.
+
+    ``block`` is the block every stream runs (one frozen ViT) or one block per stream;
+    ``adapter_at(stream, site)`` the stream's adapter at ``"attn"`` or ``"mlp"`` (``None``: none),
+    which reads the stream's own sublayer input and the other streams' (the module docstring)::
+
+        Y^m = X^m + MSA(X^m) + A^m_attn(X^m, {others: X})
+        X^m = Y^m + FFN(Y^m) + A^m_mlp(Y^m, {others: Y})
+    """
+    blocks = block if isinstance(block, Mapping) else {stream: block for stream in tokens}
+
+    def sublayer(site: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for stream, x in inputs.items():
+            blk = blocks[stream]
+            if site == "attn":
+                out[stream] = x + blk.drop_path1(blk.ls1(blk.attn(blk.norm1(x))))
+            else:
+                out[stream] = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+        for stream, x in inputs.items():
+            adapter = adapter_at(stream, site)
+            if adapter is not None:
+                out[stream] = out[stream] + adapter(x, {other: y for other, y in inputs.items() if other != stream})
+        return out
+
+    return sublayer("mlp", sublayer("attn", dict(tokens)))
 
 
 def check_backbone(backbone: nn.Module) -> VisionTransformer:
@@ -154,6 +191,11 @@ class DualStreamViT(nn.Module):
     def depth(self) -> int:
         return len(self.backbone.blocks)
 
+    @property
+    def feature_dims(self) -> int:
+        """The width of the tokens a head reads (both streams share the backbone's)."""
+        return self.embed_dim
+
     def adapter(self, stream: str, block: int, site: str) -> Adapter | None:
         """The adapter of ``stream`` at ``block`` and ``site``, or ``None`` where there is none."""
         if stream not in self.adapters or site not in self.adapters[stream][block]:
@@ -198,25 +240,11 @@ class DualStreamViT(nn.Module):
         vit = self.backbone
         return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
 
-    def _add(self, stream: str, block: int, site: str, residual: torch.Tensor, own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        adapter = self.adapter(stream, block, site)
-        if adapter is None:
-            return residual
-        return residual + adapter(own, {OTHER_STREAM[stream]: other})
-
     def block_step(self, index: int, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Advance both streams through block ``index`` (the four lines of the module docstring)."""
-        blk = self.backbone.blocks[index]
-        visual_y = visual + blk.drop_path1(blk.ls1(blk.attn(blk.norm1(visual))))
-        audio_y = audio + blk.drop_path1(blk.ls1(blk.attn(blk.norm1(audio))))
-        visual_y = self._add("visual", index, "attn", visual_y, visual, audio)
-        audio_y = self._add("audio", index, "attn", audio_y, audio, visual)
-
-        visual_x = visual_y + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(visual_y))))
-        audio_x = audio_y + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(audio_y))))
-        visual_x = self._add("visual", index, "mlp", visual_x, visual_y, audio_y)
-        audio_x = self._add("audio", index, "mlp", audio_x, audio_y, visual_y)
-        return visual_x, audio_x
+        out = streams_block_step(self.backbone.blocks[index], {"visual": visual, "audio": audio},
+                                 lambda stream, site: self.adapter(stream, index, site))
+        return out["visual"], out["audio"]
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor, *, keep_block_inputs: bool = False) -> DualStreamOutput:
         """Run both streams.

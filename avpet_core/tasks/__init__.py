@@ -7,6 +7,7 @@ avel                       :class:`~avpet_core.tasks.avel.AVELTask`            5
 avqa                       :class:`~avpet_core.tasks.avqa.AVQATask`            7 (Table 2)
 video-classification       :class:`~.video_classification.VideoClassificationTask`  8 (probe, fine-tuning)
 multimodal-pretraining     :class:`~.multimodal_pretraining.MultimodalPretrainingTask`  8 (pretraining)
+trimodal-avqa              :class:`~avpet_core.tasks.trimodal_avqa.TrimodalAVQATask`  9 (LSTTA)
 =========================  ==================================================  ===========================
 
 A task owns its data builders, its metrics, its data-only baselines, the extra columns of its JSON
@@ -20,10 +21,11 @@ from avpet_core.tasks.avel import AVELTask
 from avpet_core.tasks.avqa import AVQATask
 from avpet_core.tasks.base import OFFLINE, PAPER, Profile, Task, TaskError
 from avpet_core.tasks.multimodal_pretraining import MultimodalPretrainingTask
+from avpet_core.tasks.trimodal_avqa import TrimodalAVQATask
 from avpet_core.tasks.video_classification import VideoClassificationTask
 
 TASKS: dict[str, type[Task]] = {
-    task.name: task for task in (AVELTask, AVQATask, VideoClassificationTask, MultimodalPretrainingTask)
+    task.name: task for task in (AVELTask, AVQATask, VideoClassificationTask, MultimodalPretrainingTask, TrimodalAVQATask)
 }
 """Every task class by name."""
 
@@ -36,4 +38,4 @@ def get_task(name: str) -> Task:
 
 
 __all__ = ["OFFLINE", "PAPER", "TASKS", "AVELTask", "AVQATask", "MultimodalPretrainingTask", "Profile", "Task",
-           "TaskError", "VideoClassificationTask", "get_task"]
+           "TaskError", "TrimodalAVQATask", "VideoClassificationTask", "get_task"]

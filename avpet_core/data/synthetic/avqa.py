@@ -78,6 +78,15 @@ class SynthAVQAConfig:
     num_test_scenes: int | None = None  # None: num_eval_scenes
     # Drawing and sound nuisances: SynthAVE's, with smaller objects that drift less (three share a frame).
     nuisance: NuisanceConfig = NuisanceConfig(min_scale=0.12, max_scale=0.15, position_drift=0.02)
+    # Ask only questions of these types (``"Audio-Visual/Temporal"``, ...); None: every type.
+    question_types: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.question_types is not None:
+            known = {type_name(i) for i in range(len(QUESTION_TYPES))}
+            unknown = sorted(set(self.question_types) - known)
+            if unknown or not self.question_types:
+                raise ValueError(f"question_types must name some of {sorted(known)}, got {self.question_types}")
 
     def split_size(self, split: str) -> int:
         check_split(split)
@@ -221,6 +230,57 @@ def scene_questions(scene: Scene) -> list[tuple[int, list[str], str]]:
             if i + 1 < len(names):
                 ask("Audio-Visual", "Temporal", ["after", name], names[i + 1])
     return questions
+
+
+def deciding_segments(scene: Scene, type_index: int, values: list[str], num_segments: int) -> tuple[int, ...]:
+    """The segments whose content decides a question's answer (a scene is static, sounds come and go).
+
+    * a question about what is seen (visual counting and location) or about every sound (audio
+      counting, and audio-visual counting) is decided by the segments where the sources it counts
+      start sounding, or by any segment when only the picture matters: every segment is returned;
+    * "is the X playing?": the segments where X sounds (yes), or every segment (no: the absence
+      needs the whole video);
+    * loudness comparisons: the segments where both named sources sound;
+    * "where is the instrument that starts playing first / last?": that source's onset segment;
+    * "which instrument starts playing before / after the X?": the onsets of X and of the answer.
+    """
+    everything = tuple(range(num_segments))
+    group, kind = QUESTION_TYPES[type_index]
+    sounding = [s for s in scene.sources if s.sounds]
+
+    def playing(source: Source) -> tuple[int, ...]:
+        return tuple(range(source.onset, source.offset))
+
+    def by_name(name: str) -> Source | None:
+        return next((s for s in sounding if s.position is not None and INSTRUMENTS[s.instrument] == name), None)
+
+    def by_position(word: str) -> Source | None:
+        return next((s for s in sounding if s.position is not None and POSITIONS[s.position] == word), None)
+
+    if group == "Visual" or kind == "Counting":
+        return everything
+    if (group, kind) == ("Audio-Visual", "Existential"):
+        source = by_name(values[0])
+        return playing(source) if source is not None else everything
+    if kind == "Comparative":
+        if group == "Audio":
+            named = [next(s for s in sounding if INSTRUMENTS[s.instrument] == v) for v in values]
+        else:
+            named = [by_position(v) for v in values]
+        if any(s is None for s in named):
+            return everything
+        both = sorted(set(playing(named[0])) & set(playing(named[1])))
+        return tuple(both) if both else everything
+    if (group, kind) == ("Audio-Visual", "Location"):
+        extreme = (min if values[0] == "first" else max)(s.onset for s in sounding)
+        return (extreme,)
+    if (group, kind) == ("Audio-Visual", "Temporal"):
+        named = by_name(values[1])
+        ordered = sorted((s for s in sounding if s.position is not None), key=lambda s: s.onset)
+        index = ordered.index(named)
+        other = ordered[index - 1] if values[0] == "before" else ordered[index + 1]
+        return tuple(sorted({named.onset, other.onset}))
+    return everything
 
 
 def _choose_questions(candidates: list, count: int, g: torch.Generator) -> list:
@@ -399,7 +459,10 @@ class SynthAVQA(AVQAItems):
         for index in range(self.config.split_size(split)):
             scene, g = synth_avqa_scene(self.config, split, index)
             scenes.append(scene)
-            chosen = _choose_questions(scene_questions(scene), self.config.questions_per_scene, g)
+            candidates = scene_questions(scene)
+            if self.config.question_types is not None:
+                candidates = [c for c in candidates if type_name(c[0]) in self.config.question_types]
+            chosen = _choose_questions(candidates, self.config.questions_per_scene, g)
             for type_index, values, answer in chosen:
                 template = TEMPLATES[QUESTION_TYPES[type_index]]
                 question_id = len(questions)
@@ -416,6 +479,12 @@ class SynthAVQA(AVQAItems):
                 )
                 templ_values.append(values)
         return scenes, questions, templ_values
+
+    def deciding_segments(self, index: int) -> tuple[int, ...]:
+        """The segments that decide question ``index``'s answer (:func:`deciding_segments`)."""
+        question = self.questions[index]
+        scene = self.scenes[int(question.video_id.rsplit("-", 1)[1])]
+        return deciding_segments(scene, question.type_index, self.templ_values[index], self.config.num_segments)
 
     def music_avqa_records(self) -> list[dict]:
         """The questions as MUSIC-AVQA JSON objects (``type`` and ``templ_values`` as JSON strings, ``anser`` sic)."""
