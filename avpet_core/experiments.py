@@ -386,6 +386,23 @@ def reproduce(table: str, settings: RunSettings = RunSettings()) -> list[Experim
     return results
 
 
+def run_over_seeds(names: list[str] | tuple[str, ...], settings: RunSettings, seeds: dict[str, list[int]] | list[int],
+                   observer: Callable | None = None) -> dict[str, dict[int, ExperimentResult]]:
+    """Every named row with every seed (``seeds``: one list for all rows, or a list per row), rows with the
+    same task and data sharing their splits; returns ``results[name][seed]``."""
+    results: dict[str, dict[int, ExperimentResult]] = {}
+    shared: dict = {}
+    for name in names:
+        experiment = get_experiment(name)
+        key = (experiment.task, experiment.data)
+        if key not in shared:
+            shared[key] = datasets(experiment, settings)
+        row_seeds = seeds[name] if isinstance(seeds, dict) else seeds
+        results[name] = {seed: run_experiment(experiment, replace(settings, seed=seed), splits=shared[key], observer=observer)
+                         for seed in row_seeds}
+    return results
+
+
 def format_table(results: list[ExperimentResult]) -> str:
     """Ours beside the paper's, labelled with where each came from (the layout is the task's)."""
     first = results[0]

@@ -85,3 +85,29 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> Int
 def binomial_standard_error(accuracy: float, n: int) -> float:
     """Standard error of an accuracy measured on ``n`` independent items: the evaluation's own noise."""
     return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)
+
+
+def seed_table_lines(rows: dict[str, dict[int, float]], *, baseline: str | None = None, label_width: int = 40,
+                     scale: float = 100.0) -> list[str]:
+    """A row per name: each seed's value, then the mean ± 95% interval (two seeds or more), and, when
+    ``baseline`` names a row, the paired difference over the seeds the two rows share.
+
+    ``rows[name][seed]`` is one run's value (an accuracy in ``[0, 1]``, printed times ``scale``).
+    A row with one seed prints its value and ``"one seed"``: it is shown, not compared.
+    """
+    seeds = sorted({seed for values in rows.values() for seed in values})
+    header = f"{'':{label_width}}" + "".join(f"{'seed ' + str(s):>9}" for s in seeds) + f"{'mean ± 95%':>15}"
+    if baseline is not None:
+        header += f"{'minus ' + baseline:>22}"
+    lines = [header]
+    for name, values in rows.items():
+        cells = "".join(f"{values[s] * scale:9.1f}" if s in values else f"{'-':>9}" for s in seeds)
+        span = mean_interval(list(values.values())).format(scale) if len(values) > 1 else "one seed"
+        line = f"{name:{label_width}}{cells}{span:>15}"
+        if baseline is not None and name != baseline:
+            shared = [s for s in values if s in rows[baseline]]
+            if len(shared) > 1:
+                gain = paired_difference([values[s] for s in shared], [rows[baseline][s] for s in shared])
+                line += f"{gain.format(scale, signed=True):>22}"
+        lines.append(line)
+    return lines

@@ -83,8 +83,22 @@ class DualStreamConfig:
         return PLACEMENTS[self.streams] if self.adapter is not None else ()
 
 
+class StreamCLS:
+    """The CLS tokens of an output with ``visual_tokens`` and ``audio_tokens`` (CLS first)."""
+
+    @property
+    def visual_cls(self) -> torch.Tensor:
+        """``(*lead, D)``: the visual stream's CLS token after the final norm."""
+        return self.visual_tokens[..., 0, :]
+
+    @property
+    def audio_cls(self) -> torch.Tensor:
+        """``(*lead, D)``: the audio stream's CLS token after the final norm."""
+        return self.audio_tokens[..., 0, :]
+
+
 @dataclass
-class DualStreamOutput:
+class DualStreamOutput(StreamCLS):
     """What the task heads need from the two streams.
 
     Attributes:
@@ -98,15 +112,6 @@ class DualStreamOutput:
     audio_tokens: torch.Tensor
     block_inputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
-    @property
-    def visual_cls(self) -> torch.Tensor:
-        """``(*lead, D)``: the visual stream's CLS token after the final norm."""
-        return self.visual_tokens[..., 0, :]
-
-    @property
-    def audio_cls(self) -> torch.Tensor:
-        """``(*lead, D)``: the audio stream's CLS token after the final norm."""
-        return self.audio_tokens[..., 0, :]
 
 
 def streams_block_step(

@@ -38,7 +38,7 @@ from torch.utils.checkpoint import checkpoint
 from avpet_core.adapters import AdapterConfig, LSTTAConfig, adapter_config
 from avpet_core.backbones import create_backbone, freeze_module, normalise_images, patch_grid
 from avpet_core.backbones.text import create_text_encoder
-from avpet_core.models.dual_stream import PLACEMENTS, check_backbone, streams_block_step
+from avpet_core.models.dual_stream import PLACEMENTS, StreamCLS, check_backbone, streams_block_step
 
 FRAME_STREAMS = ("visual", "audio")
 
@@ -76,7 +76,7 @@ class TrimodalConfig:
 
 
 @dataclass
-class TrimodalOutput:
+class TrimodalOutput(StreamCLS):
     """What the heads read: every modality's final tokens, and LSF's frame importance per LSTTA block."""
 
     visual_tokens: torch.Tensor  # (B, T, 1+N, D_v)
@@ -84,14 +84,6 @@ class TrimodalOutput:
     text_tokens: torch.Tensor  # (B, L, D_q)
     text_mask: torch.Tensor  # (B, L), True on real tokens
     importance: list[torch.Tensor] = field(default_factory=list)  # (B, T) per LSTTA block with LSF
-
-    @property
-    def visual_cls(self) -> torch.Tensor:
-        return self.visual_tokens[..., 0, :]
-
-    @property
-    def audio_cls(self) -> torch.Tensor:
-        return self.audio_tokens[..., 0, :]
 
 
 def stage_ends(depth: int, stages: int) -> list[int]:
@@ -214,13 +206,18 @@ class TrimodalModel(nn.Module):
         return visual, audio, text, importance
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor, questions: list[str]) -> TrimodalOutput:
+        """Run the three encoders on ``B`` videos and their ``B`` questions (text, tokenised here)."""
+        if len(questions) != frames.shape[0]:
+            raise TrimodalError(f"{len(questions)} questions for {frames.shape[0]} videos")
+        return self.forward_tokens(frames, audio, *self.tokenize(questions, frames.device))
+
+    def forward_tokens(self, frames: torch.Tensor, audio: torch.Tensor, ids: torch.Tensor,
+                       text_mask: torch.Tensor) -> TrimodalOutput:
+        """:meth:`forward` on question token ids ``(B, L)`` and their mask (True on real tokens)."""
         if frames.ndim != 5 or audio.ndim != 5 or frames.shape[:2] != audio.shape[:2]:
             raise TrimodalError(f"frames (B, T, 3, H, W) and audio (B, T, 3, mel, time) with the same B and T, "
                                 f"got {tuple(frames.shape)} and {tuple(audio.shape)}")
-        if len(questions) != frames.shape[0]:
-            raise TrimodalError(f"{len(questions)} questions for {frames.shape[0]} videos")
         lead = tuple(frames.shape[:2])
-        ids, text_mask = self.tokenize(questions, frames.device)
         visual = self._embed(self.visual, normalise_images(frames, self.visual).flatten(0, 1))
         sound = self._embed(self.audio, audio.flatten(0, 1))
         text = self.text.embed(ids)
@@ -263,6 +260,8 @@ def build_trimodal(
         raise TrimodalError("adapter options can only be given with an adapter method name")
     visual = create_backbone(backbone, pretrained=pretrained, weights_file=weights_file, freeze=True)
     audio = None if audio_backbone is None else create_backbone(audio_backbone, pretrained=pretrained, freeze=True)
-    text = create_text_encoder(text_encoder, pretrained=pretrained if text_pretrained is None else text_pretrained)
+    # under ``with torch.device("meta")`` (counting without weights) the language encoder follows too
+    text = create_text_encoder(text_encoder, pretrained=pretrained if text_pretrained is None else text_pretrained,
+                               device=torch.get_default_device())
     config = TrimodalConfig(adapter=adapter, streams=streams, stages=stages, gradient_checkpointing=gradient_checkpointing)
     return TrimodalModel(visual, text, config, audio=audio)
