@@ -642,3 +642,43 @@ def test_a_random_known_model_runs_on_cpu(transformers):
 def test_pretrained_download_fails_clearly_offline(transformers):
     with pytest.raises(TextEncoderError, match="bert-base-uncased: could not download .* pass local_dir=DIR"):
         create_text_encoder("bert-base-uncased", pretrained=True)
+
+
+# --------------------------------------------------------------------------------------------
+# avpet pretrain --text (never the default pretraining)
+
+
+def test_cli_pretrain_text_reports_the_record(capsys, monkeypatch, tmp_path, tiny_text_config):
+    from avpet_core import cli
+
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))
+    real = micro_text.pretrained_micro_text
+    calls = []
+
+    def tiny(config=None, **kwargs):
+        calls.append(kwargs)
+        return real(tiny_text_config, **kwargs)
+
+    monkeypatch.setattr(micro_text, "pretrained_micro_text", tiny)
+    assert cli.main(["pretrain", "--text", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    record = json.loads(cache_paths(tiny_text_config)[1].read_text())
+    assert result["held_out_accuracy"] == record["held_out_accuracy"]
+    assert result["baseline_most_frequent_word"] == record["baseline_most_frequent_word"]
+    assert result["weights"] == str(cache_paths(TextPretrainConfig())[0])
+    assert calls == [{"retrain": False, "progress": False}]
+    assert cli.main(["pretrain", "--text", "--retrain"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("micro text encoder: held-out masked-word accuracy ") and "(always '" in out
+    assert calls[-1] == {"retrain": True, "progress": True}
+
+
+def test_cli_pretrain_text_unwritable_cache_exits_2(capsys, monkeypatch, tmp_path):
+    from avpet_core import cli
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file")
+    monkeypatch.setenv(CACHE_ENV_VAR, str(blocker / "sub"))
+    monkeypatch.setattr(micro_text, "pretrain_micro_text", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    assert cli.main(["pretrain", "--text", "--json"]) == 2
+    assert "avpet pretrain: error: " in capsys.readouterr().err

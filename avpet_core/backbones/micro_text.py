@@ -112,7 +112,7 @@ def vocabulary_key(tokenizer: WordTokenizer) -> str:
 
 @dataclass(frozen=True)
 class MicroTextConfig:
-    """Architecture of the micro text encoder: small enough to pretrain in about a minute on one CPU core."""
+    """Architecture of the micro text encoder: small enough to pretrain in about 90 s on one CPU core."""
 
     width: int = 96
     depth: int = 4
