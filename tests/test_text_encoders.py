@@ -569,6 +569,27 @@ def test_local_dir_loads_model_and_tokenizer(transformers, tmp_path):
         torch.testing.assert_close(encoder(ids, mask)[mask], _hf_reference(model, ids, mask)[mask], rtol=1e-5, atol=1e-5)
 
 
+def test_local_dir_reads_the_text_tower_of_a_saved_clip_model(transformers, tmp_path):
+    """A CLIP checkpoint holds both towers (model_type 'clip'): the text tower alone is loaded."""
+    tokenizer = _bert_tokenizer(transformers, tmp_path)  # any tokenizer of the right size will do here
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=20, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4, image_size=32,
+                  patch_size=16)
+    torch.manual_seed(0)
+    clip = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
+    directory = tmp_path / "clip"
+    clip.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    encoder = create_text_encoder("anything", local_dir=directory)
+    assert encoder.architecture == "clip_text" and encoder.depth == 2 and encoder.width == 32
+    assert sum(p.numel() for p in encoder.parameters()) == sum(p.numel() for p in clip.text_model.parameters())
+    ids, mask = encoder.tokenizer.encode(QUESTIONS, 12)
+    with torch.no_grad():
+        reference = clip.text_model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        torch.testing.assert_close(encoder(ids, mask)[mask], reference[mask], rtol=1e-5, atol=1e-5)
+
+
 def test_local_dir_errors(transformers, tmp_path):
     with pytest.raises(TextEncoderError, match="local model directory not found"):
         create_text_encoder("bert-base-uncased", local_dir=tmp_path / "missing")
