@@ -8,7 +8,7 @@ import torch
 
 from avpet_core.adapters import AdapterConfigError, AVPEAConfig, LSTTAConfig
 from avpet_core.backbones import MICRO_VIT, create_backbone
-from avpet_core.backbones.text import create_text_encoder
+from avpet_core.backbones import create_text_encoder
 from avpet_core.checkpoints import CheckpointError, load_adapters, save_adapters
 from avpet_core.models import DualStreamError, TrimodalConfig, TrimodalError, TrimodalModel, build_dual_stream
 from avpet_core.models.trimodal import stage_ends

@@ -38,8 +38,8 @@ from avpet_core.backbones.text import (
     TextEncoder,
     TextEncoderError,
     additive_mask,
-    create_text_encoder,
 )
+from avpet_core.backbones import create_text_encoder
 from avpet_core.data.music_avqa import QUESTION_TYPES, substitute_placeholders, tokenise
 from avpet_core.data.synthetic import SynthAVQAConfig, scene_questions, synth_avqa_scene
 from avpet_core.data.synthetic.avqa import TEMPLATES
@@ -412,7 +412,7 @@ def test_the_library_imports_without_transformers():
 
     code = ("import sys; sys.modules['transformers'] = None\n"
             "import avpet_core, avpet_core.backbones, avpet_core.backbones.text, avpet_core.backbones.micro_text\n"
-            "from avpet_core.backbones.text import create_text_encoder, TextEncoderError\n"
+            "from avpet_core.backbones import create_text_encoder, TextEncoderError\n"
             "e = create_text_encoder('micro_text'); print(e.depth)\n"
             "try:\n    create_text_encoder('bert-base-uncased')\n"
             "except TextEncoderError as err:\n    print('refused', err)\n")

@@ -3,7 +3,7 @@ creation by name (:mod:`.create`), and looking inside a ViT (:mod:`.inspection`)
 encoders stepped block by block (:mod:`.text`: Hugging Face BERT/RoBERTa/CLIP, creation by name) and
 the offline micro text encoder with its masked-language-model pretraining (:mod:`.micro_text`)."""
 
-from avpet_core.backbones.create import create_backbone
+from avpet_core.backbones.create import create_backbone, create_text_encoder
 from avpet_core.backbones.micro_vit import (
     MICRO_VIT,
     MicroViTConfig,
@@ -28,7 +28,6 @@ from avpet_core.backbones.text import (
     HFTextEncoder,
     TextEncoder,
     TextEncoderError,
-    create_text_encoder,
 )
 from avpet_core.backbones.vit import (
     PAPER_BACKBONES,

@@ -1,4 +1,5 @@
-"""Backbones by name: the offline micro-ViT or any timm ViT, with weights chosen explicitly.
+"""Backbones by name: the offline micro-ViT or any timm ViT, and the language encoders, with weights
+chosen explicitly (:func:`create_backbone`, :func:`create_text_encoder`).
 
 AV-PEA (Radman & Laaksonen, 2024, Sec. 3) runs *one* frozen image ViT twice per sample: on the
 video frame and on the audio spectrogram treated as an image. :func:`create_backbone` creates that
@@ -19,10 +20,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from timm.models.vision_transformer import VisionTransformer
 
-from avpet_core.backbones import micro_vit
+from avpet_core.backbones import micro_text, micro_vit
 from avpet_core.backbones.micro_vit import MICRO_VIT, build_micro_vit
+from avpet_core.backbones.text import (
+    KNOWN_CONFIGS,
+    MICRO_TEXT,
+    HFTextEncoder,
+    TextEncoder,
+    TextEncoderError,
+    close_matches,
+    download,
+    from_known_config,
+    import_transformers,
+    known_text_encoders,
+    load_local,
+)
 from avpet_core.backbones.vit import BackboneError, check_weights_file, create_timm_vit, freeze_module, load_weights
 
 
@@ -77,3 +93,53 @@ def create_backbone(
     if freeze:
         freeze_module(model)
     return model
+
+
+def create_text_encoder(
+    name: str = MICRO_TEXT,
+    *,
+    pretrained: bool = False,
+    local_dir: str | Path | None = None,
+    device: str | torch.device | None = None,
+) -> TextEncoder:
+    """Create a frozen :class:`TextEncoder` by name (see the module docstring).
+
+    Args:
+        name: ``"micro_text"``, a name of :data:`KNOWN_CONFIGS`, or (with ``pretrained=True``) any
+            Hugging Face BERT, RoBERTa or CLIP model name.
+        pretrained: micro text: train-or-load its offline pretraining; Hugging Face: download the
+            weights and tokenizer (needs the network).
+        local_dir: load a Hugging Face model and its tokenizer from this directory instead.
+        device: where to build it (``"meta"``: shapes only, no memory, for parameter counts).
+
+    Raises:
+        TextEncoderError: unknown name (with close matches), ``transformers`` not installed, a
+            directory without a model or tokenizer, a tokenizer that does not fit the model, a
+            failed download.
+    """
+    if name == MICRO_TEXT:
+        if local_dir is not None:
+            raise TextEncoderError(f"{MICRO_TEXT} is trained offline and takes no local_dir")
+        if pretrained:
+            encoder = micro_text.pretrained_micro_text()
+            return encoder.to(device) if device is not None else encoder
+        with torch.device(device or "cpu"):
+            return micro_text.build_micro_text_encoder()
+
+    if local_dir is None and not pretrained and name not in KNOWN_CONFIGS:
+        raise TextEncoderError(
+            f"unknown text encoder {name!r}{close_matches(name)} Known without a download: "
+            f"{', '.join(known_text_encoders())}; any other Hugging Face BERT, RoBERTa or CLIP name needs "
+            "pretrained=True (downloads) or local_dir=DIR"
+        )
+    transformers = import_transformers()
+    if local_dir is not None:
+        model, tokenizer = load_local(transformers, Path(local_dir))
+        label = str(local_dir)
+    elif pretrained:
+        model, tokenizer = download(transformers, name)
+        label = name
+    else:
+        model, tokenizer, label = from_known_config(transformers, name, device), None, name
+    encoder = HFTextEncoder(model, tokenizer, name=label)
+    return encoder.to(device) if device is not None and str(device) != "meta" else encoder

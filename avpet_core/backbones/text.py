@@ -46,6 +46,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from avpet_core.files import first_line
+
 MICRO_TEXT = "micro_text"
 """Name of the book's offline language encoder."""
 
@@ -346,7 +348,7 @@ def _model_class(transformers, model_type: str):
     return getattr(transformers, FAMILIES[model_type][1])
 
 
-def _close_matches(name: str) -> str:
+def close_matches(name: str) -> str:
     names = [MICRO_TEXT, *KNOWN_CONFIGS]
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
@@ -361,7 +363,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voca
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def _load_local(transformers, directory: Path):
+def load_local(transformers, directory: Path):
     if not directory.is_dir():
         raise TextEncoderError(f"{directory}: local model directory not found")
     if not (directory / "config.json").is_file():
@@ -372,19 +374,19 @@ def _load_local(transformers, directory: Path):
     try:
         config = transformers.AutoConfig.from_pretrained(str(directory))
     except Exception as err:
-        raise TextEncoderError(f"{directory}: unreadable config.json ({_first_line(err)})") from err
+        raise TextEncoderError(f"{directory}: unreadable config.json ({first_line(err)})") from err
     model_type = _supported_type(config.model_type, str(directory))
     try:
         model = _model_class(transformers, model_type).from_pretrained(str(directory))
     except Exception as err:
-        raise TextEncoderError(f"{directory}: the model cannot be loaded ({_first_line(err)})") from err
+        raise TextEncoderError(f"{directory}: the model cannot be loaded ({first_line(err)})") from err
     advice = "save the model's tokenizer there too (tokenizer.save_pretrained(DIR))"
     if not any((directory / f).is_file() for f in TOKENIZER_FILES):
         raise TextEncoderError(f"{directory}: no tokenizer here (none of {', '.join(TOKENIZER_FILES)}); {advice}")
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory))
     except Exception as err:
-        raise TextEncoderError(f"{directory}: no readable tokenizer here ({_first_line(err)}); {advice}") from err
+        raise TextEncoderError(f"{directory}: no readable tokenizer here ({first_line(err)}); {advice}") from err
     return model, tokenizer
 
 
@@ -395,13 +397,7 @@ def _supported_type(model_type: str, where: str) -> str:
     return model_type
 
 
-def _first_line(err: BaseException) -> str:
-    from avpet_core.files import first_line
-
-    return first_line(err)
-
-
-def _download(transformers, name: str):
+def download(transformers, name: str):
     try:
         config = transformers.AutoConfig.from_pretrained(name)
         model_type = _supported_type(config.model_type, name)
@@ -410,12 +406,12 @@ def _download(transformers, name: str):
     except TextEncoderError:
         raise
     except Exception as err:
-        raise TextEncoderError(f"{name}: could not download the model or its tokenizer ({_first_line(err)}); "
+        raise TextEncoderError(f"{name}: could not download the model or its tokenizer ({first_line(err)}); "
                                "without network access, pass local_dir=DIR with a saved copy") from err
     return model, tokenizer
 
 
-def _from_known_config(transformers, name: str, device):
+def from_known_config(transformers, name: str, device):
     model_type, overrides = KNOWN_CONFIGS[name]
     if FAMILIES[model_type][0] == "clip":
         config = transformers.CLIPTextConfig(**overrides)
@@ -423,55 +419,3 @@ def _from_known_config(transformers, name: str, device):
         config = transformers.AutoConfig.for_model(model_type, **overrides)
     with torch.device(device or "cpu"):
         return _model_class(transformers, model_type)(config)
-
-
-def create_text_encoder(
-    name: str = MICRO_TEXT,
-    *,
-    pretrained: bool = False,
-    local_dir: str | Path | None = None,
-    device: str | torch.device | None = None,
-) -> TextEncoder:
-    """Create a frozen :class:`TextEncoder` by name (see the module docstring).
-
-    Args:
-        name: ``"micro_text"``, a name of :data:`KNOWN_CONFIGS`, or (with ``pretrained=True``) any
-            Hugging Face BERT, RoBERTa or CLIP model name.
-        pretrained: micro text: train-or-load its offline pretraining; Hugging Face: download the
-            weights and tokenizer (needs the network).
-        local_dir: load a Hugging Face model and its tokenizer from this directory instead.
-        device: where to build it (``"meta"``: shapes only, no memory, for parameter counts).
-
-    Raises:
-        TextEncoderError: unknown name (with close matches), ``transformers`` not installed, a
-            directory without a model or tokenizer, a tokenizer that does not fit the model, a
-            failed download.
-    """
-    if name == MICRO_TEXT:
-        if local_dir is not None:
-            raise TextEncoderError(f"{MICRO_TEXT} is trained offline and takes no local_dir")
-        from avpet_core.backbones import micro_text
-
-        if pretrained:
-            encoder = micro_text.pretrained_micro_text()
-            return encoder.to(device) if device is not None else encoder
-        with torch.device(device or "cpu"):
-            return micro_text.build_micro_text_encoder()
-
-    if local_dir is None and not pretrained and name not in KNOWN_CONFIGS:
-        raise TextEncoderError(
-            f"unknown text encoder {name!r}{_close_matches(name)} Known without a download: "
-            f"{', '.join(known_text_encoders())}; any other Hugging Face BERT, RoBERTa or CLIP name needs "
-            "pretrained=True (downloads) or local_dir=DIR"
-        )
-    transformers = import_transformers()
-    if local_dir is not None:
-        model, tokenizer = _load_local(transformers, Path(local_dir))
-        label = str(local_dir)
-    elif pretrained:
-        model, tokenizer = _download(transformers, name)
-        label = name
-    else:
-        model, tokenizer, label = _from_known_config(transformers, name, device), None, name
-    encoder = HFTextEncoder(model, tokenizer, name=label)
-    return encoder.to(device) if device is not None and str(device) != "meta" else encoder

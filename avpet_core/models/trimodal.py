@@ -37,7 +37,7 @@ from torch.utils.checkpoint import checkpoint
 
 from avpet_core.adapters import AdapterConfig, LSTTAConfig, adapter_config
 from avpet_core.backbones import create_backbone, freeze_module, normalise_images, patch_grid
-from avpet_core.backbones.text import create_text_encoder
+from avpet_core.backbones import create_text_encoder
 from avpet_core.models.dual_stream import PLACEMENTS, StreamCLS, check_backbone, streams_block_step
 
 FRAME_STREAMS = ("visual", "audio")

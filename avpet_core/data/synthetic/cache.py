@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from avpet_core.data.media import DatasetFormatError
 from avpet_core.files import atomic_write_bytes, cache_dir, ensure_writable
+from avpet_core.reproducibility import environment_key
 
 DATA_CACHE_ENV_VAR = "AVPET_DATA_CACHE"
 """Set to ``off`` (or ``0``) to keep synthetic splits out of the disk cache."""
@@ -48,8 +49,6 @@ def config_key(config) -> str:
 
 def split_cache_path(directory: str | Path, dataset: str, key: str, split: str) -> Path:
     """``{directory}/{dataset}-{key}-{environment}-{split}.pt``."""
-    from avpet_core.reproducibility import environment_key
-
     return Path(directory) / f"{dataset}-{key}-{environment_key()}-{split}.pt"
 
 
