@@ -293,6 +293,7 @@ class _Prepared:
     optimiser: torch.optim.Optimizer | None
     step: Callable[[], None]
     times: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)
 
 
 def _prepare(variant: Variant, setup: Setup, config: BenchConfig) -> _Prepared:
@@ -329,12 +330,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(prepared: _Prepared, device: torch.device) -> float:
+def _timed(prepared: _Prepared, device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one step."""
     _sync(device)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     prepared.step()
     _sync(device)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu_started
 
 
 def _count_flops(prepared: _Prepared) -> int:
@@ -428,7 +430,9 @@ def run_bench(config: BenchConfig = BenchConfig(), *, progress: Callable[[str], 
     for round_index in range(config.repeats):
         say(f"round {round_index + 1}/{config.repeats}")
         for name in order if round_index % 2 == 0 else reversed(order):
-            prepared[name].times.append(_timed(prepared[name], device))
+            wall, cpu = _timed(prepared[name], device)
+            prepared[name].times.append(wall)
+            prepared[name].cpu_times.append(cpu)
 
     info = device_description(device)
     peak = info.get("peak_bf16_flops")
@@ -445,6 +449,8 @@ def run_bench(config: BenchConfig = BenchConfig(), *, progress: Callable[[str], 
             "step_seconds_min": min(p.times),
             "step_seconds_max": max(p.times),
             "step_seconds_all": p.times,
+            "cpu_seconds": statistics.median(p.cpu_times),
+            "cpu_seconds_all": p.cpu_times,
             "warmup_seconds": compile_seconds[name],
             "clips_per_second": config.batch / seconds,
         }
@@ -461,6 +467,7 @@ def run_bench(config: BenchConfig = BenchConfig(), *, progress: Callable[[str], 
     for row in rows:
         base = by_name[row["baseline"]]
         row["time_ratio"] = row["step_seconds"] / base["step_seconds"]
+        row["cpu_time_ratio"] = row["cpu_seconds"] / base["cpu_seconds"] if base["cpu_seconds"] > 0 else None
         if "flops" in row:
             row["flop_ratio"] = row["flops"] / base["flops"] if base["flops"] else None
         if row.get("memory_bytes") is not None and base.get("memory_bytes"):
@@ -475,18 +482,28 @@ def run_bench(config: BenchConfig = BenchConfig(), *, progress: Callable[[str], 
         "compile": config.compile,
         "repeats": config.repeats,
         "warmup_steps": config.warmup,
-        "timer": "time.perf_counter" + (" with torch.cuda.synchronize" if device.type == "cuda" else ""),
+        "timer": "time.perf_counter" + (" with torch.cuda.synchronize" if device.type == "cuda" else "")
+                 + "; time.process_time for the process's CPU seconds",
+        "load_average": _load_average(),
         "order": "variants alternate within each round, the order reversed every other round",
         "torch": torch.__version__,
         "rows": rows,
-        "ratios": {row["name"]: {"vs": row["baseline"], "time": row["time_ratio"], "flops": row.get("flop_ratio"),
-                                 "memory": row.get("memory_ratio")} for row in rows},
+        "ratios": {row["name"]: {"vs": row["baseline"], "time": row["time_ratio"], "cpu_time": row["cpu_time_ratio"],
+                                 "flops": row.get("flop_ratio"), "memory": row.get("memory_ratio")} for row in rows},
         "config": asdict(config),
     }
     if device.type == "cuda" and peak is None:
         report["mfu_note"] = (f"unknown device {info['device_name']!r}: no dense bf16 peak in "
                               "avpet_core.bench.PEAK_BF16_FLOPS, so no model-FLOPs utilisation")
     return report
+
+
+def _load_average() -> list[float] | None:
+    try:
+        with open("/proc/loadavg") as handle:
+            return [float(v) for v in handle.read().split()[:3]]
+    except (OSError, ValueError):
+        return None
 
 
 def _pinned() -> bool:
@@ -508,24 +525,30 @@ def format_report(report: dict) -> str:
         + (", torch.compile" if report["compile"] else ""),
         "",
     ]
-    header = f"{'variant':15} {'step ms':>9} {'clips/s':>9} {'GFLOP':>9} {'memory MiB':>11}"
+    header = f"{'variant':15} {'step ms':>9}" + ("" if cuda else f" {'cpu ms':>9}") + f" {'clips/s':>9} {'GFLOP':>9} {'memory MiB':>11}"
     header += f" {'MFU':>6}" if cuda else ""
-    header += f" | {'time':>6} {'FLOPs':>6} {'memory':>6}  vs"
+    header += f" | {'time':>6}" + ("" if cuda else f" {'cpu':>6}") + f" {'FLOPs':>6} {'memory':>6}  vs"
     lines.append(header)
     for row in report["rows"]:
         memory = f"{row['memory_bytes'] / 2**20:11.1f}" if row.get("memory_bytes") is not None else f"{'-':>11}"
         gflop = f"{row['flops'] / 1e9:9.2f}" if "flops" in row else f"{'-':>9}"
-        line = f"{row['name']:15} {1e3 * row['step_seconds']:9.2f} {row['clips_per_second']:9.1f} {gflop} {memory}"
+        cpu_ms = "" if cuda else (f" {1e3 * row['cpu_seconds']:9.2f}" if row.get("cpu_seconds") is not None else f" {'-':>9}")
+        line = f"{row['name']:15} {1e3 * row['step_seconds']:9.2f}{cpu_ms} {row['clips_per_second']:9.1f} {gflop} {memory}"
         if cuda:
             line += f" {100 * row['mfu']:5.1f}%" if row.get("mfu") is not None else f" {'-':>6}"
 
         def ratio(value):
             return f"{value:5.3f}x" if value is not None else f"{'-':>6}"
 
-        line += f" | {ratio(row['time_ratio'])} {ratio(row.get('flop_ratio'))} {ratio(row.get('memory_ratio'))}  {row['baseline']}"
+        cpu_ratio = "" if cuda else f" {ratio(row.get('cpu_time_ratio'))}"
+        line += (f" | {ratio(row['time_ratio'])}{cpu_ratio} {ratio(row.get('flop_ratio'))} "
+                 f"{ratio(row.get('memory_ratio'))}  {row['baseline']}")
         lines.append(line)
     if report.get("mfu_note"):
         lines.append(report["mfu_note"])
     if not cuda:
+        load = report.get("load_average")
+        lines.append("cpu ms: the process's CPU time per step (less moved than wall time by other processes); "
+                     f"load average at the end {load}")
         lines.append("memory: the variant's weights, buffers and AdamW moments + the step's peak RSS growth (approximate on CPU)")
     return "\n".join(lines)

@@ -421,3 +421,94 @@ def test_several_other_modalities_are_read_side_by_side(method):
     torch.testing.assert_close(both, adapter(x, {"joined": torch.cat([audio, text], dim=1)}))
     if method != "houlsby":
         assert not torch.allclose(both, adapter(x, {"audio": audio}))
+
+
+# --------------------------------------------------------------------------------------------
+# LAVISH's grouped 1x1 convolutions, computed as grouped matrix products
+
+
+def lavish_conv_form(adapter, tokens, others):
+    """LAVISH's forward as it was written with the ``Conv1d`` modules on the ``(B, D, N)`` layout."""
+    from avpet_core.adapters.base import joined_others
+    from avpet_core.adapters.lavish import raw_attention
+
+    latents = adapter.latents.expand(tokens.shape[0], -1, -1)
+    latents = latents + raw_attention(latents, joined_others(others))
+    mixed = tokens + adapter.gate_av * raw_attention(tokens, latents)
+    z = adapter.norm_in(mixed).transpose(1, 2)
+    z = adapter.bn_up(adapter.up(adapter.act(adapter.bn_down(adapter.down(z)))))
+    return adapter.gate * adapter.norm_out(z.transpose(1, 2))
+
+
+@pytest.mark.parametrize("config", [LAVISH_AVE, LAVISH_AVQA, LavishConfig(groups=1), LavishConfig(groups=4, layer_norm=False)],
+                         ids=["ave", "avqa", "one-group", "four-groups-no-ln"])
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_lavish_matrix_products_equal_the_grouped_convolutions(config, training):
+    from avpet_core.adapters.lavish import grouped_linear
+
+    torch.manual_seed(3)
+    adapter = config.build(64)
+    with torch.no_grad():
+        for parameter in adapter.parameters():
+            parameter.normal_(0, 0.3)
+        for module in adapter.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    twin = config.build(64)
+    twin.load_state_dict(adapter.state_dict())
+    adapter.train(training)
+    twin.train(training)
+    tokens = torch.randn(3, 7, 64, requires_grad=True)
+    others = {"audio": torch.randn(3, 5, 64)}
+    ours, reference = adapter(tokens, others), lavish_conv_form(twin, tokens, others)
+    assert ours.shape == reference.shape == tokens.shape
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    # gradients: the same function, so the same derivatives (in float64, where rounding is out of the way)
+    adapter.double(), twin.double()
+    tokens = tokens.detach().double().requires_grad_()
+    others = {"audio": others["audio"].double()}
+    ours, reference = adapter(tokens, others), lavish_conv_form(twin, tokens, others)
+    weights = torch.randn_like(ours)
+    grads = torch.autograd.grad((ours * weights).sum(), [tokens, *adapter.parameters()])
+    reference_grads = torch.autograd.grad((reference * weights).sum(), [tokens, *twin.parameters()])
+    for a, b in zip(grads, reference_grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    for name, buffer in adapter.named_buffers():  # BatchNorm statistics move the same way
+        torch.testing.assert_close(buffer, dict(twin.named_buffers())[name], rtol=1e-5, atol=1e-6)
+    x, w = torch.randn(9, 64), adapter.down.weight.float()
+    torch.testing.assert_close(grouped_linear(x, w, config.groups),
+                               torch.nn.functional.conv1d(x.t()[None], w, groups=config.groups)[0].t(), rtol=1e-5, atol=1e-5)
+
+
+def test_lavish_checkpoint_keys_and_shapes_are_the_convolutions():
+    adapter = LAVISH_AVE.build(64)
+    shapes = {name: tuple(t.shape) for name, t in adapter.state_dict().items()}
+    assert shapes["down.weight"] == (8, 32, 1) and shapes["up.weight"] == (64, 4, 1)
+    assert shapes["latents"] == (2, 64) and shapes["bn_down.running_mean"] == (8,) and shapes["norm_out.weight"] == (64,)
+    assert set(shapes) == {
+        "latents", "gate_av", "gate", "down.weight", "up.weight", "norm_in.weight", "norm_in.bias", "norm_out.weight",
+        "norm_out.bias", *(f"{bn}.{p}" for bn in ("bn_down", "bn_up")
+                           for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")),
+    }
+
+
+@pytest.mark.parametrize("dim,batch,tokens,other", [(64, 3, 5, 7), (96, 4, 37, 97), (96, 16, 97, 37), (768, 2, 197, 49)])
+def test_avpea_forward_is_its_equations_bit_for_bit(dim, batch, tokens, other):
+    """The forward calls the operators directly; it must equal the composition of its parts exactly,
+    values and gradients (the book's trained numbers depend on every bit)."""
+    torch.manual_seed(0)
+    adapter = AVPEAConfig().build(dim)
+    with torch.no_grad():
+        adapter.g.fill_(0.7)
+        adapter.h.fill_(0.3)
+    x = torch.randn(batch, tokens, dim, requires_grad=True)
+    y = torch.randn(batch, other, dim, requires_grad=True)
+    ours = adapter(x, {"audio": y})
+    ca, _ = adapter.cross_attention(x, y)
+    composed = adapter.h * adapter.bottleneck(torch.cat([ca, x[:, 1:]], dim=1))
+    assert torch.equal(ours, composed)
+    weights = torch.randn_like(ours)
+    inputs = [x, y, *adapter.parameters()]
+    for a, b in zip(torch.autograd.grad((ours * weights).sum(), inputs), torch.autograd.grad((composed * weights).sum(), inputs)):
+        assert torch.equal(a, b)

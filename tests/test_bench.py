@@ -28,6 +28,7 @@ def test_every_variant_is_measured_with_its_ratios(report):
     for row in rows.values():
         assert row["step_seconds"] > 0 and len(row["step_seconds_all"]) == 1
         assert row["clips_per_second"] == pytest.approx(2 / row["step_seconds"])
+        assert row["cpu_seconds"] >= 0 and len(row["cpu_seconds_all"]) == 1
         assert row["flops"] > 0 and row["memory_bytes"] > 0 and row["mfu"] is None  # no MFU on CPU
         assert report["ratios"][row["name"]]["vs"] == row["baseline"]
     for baseline in ("frozen/infer", "full/train"):

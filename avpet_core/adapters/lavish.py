@@ -23,6 +23,18 @@ tokens ``X`` (``N x D``) and the other stream's tokens ``X^a`` (``M x D``):
    with ``W_down: D -> D/r`` and ``W_up: D/r -> D`` bias-free grouped 1x1 convolutions (``g``
    groups), the BatchNorms and the LayerNorms optional.
 
+A grouped 1x1 convolution over the tokens is ``g`` matrix products side by side: group ``i``
+maps its slice of ``D / g`` input channels to its slice of the outputs with its own
+``(out / g) x (D / g)`` matrix. The adapter computes it that way (:func:`grouped_linear`), on the
+``(tokens, channels)`` layout the ViT already has, with no transposes to the ``(channels,
+tokens)`` layout a ``Conv1d`` needs. Measured on one pinned CPU thread at ViT-B/16 sizes (batch 4,
+both streams, alternating runs): the forward went from 1.10x to 1.07x the frozen backbone's, the
+training step to 0.92x of the convolution form's. The weights stay the ``Conv1d`` modules'
+(``down.weight`` of shape ``(D/r, D/g, 1)``), so checkpoints are unchanged, and a BatchNorm over
+``(tokens, channels)`` rows normalises each channel over the same batch and token positions as
+over ``(batch, channels, tokens)``; the results agree with the convolution form to float rounding
+(not bit for bit: the products and the convolution sum in different orders).
+
 The latents make the exchange cost ``O(T (N + M))``: linear in the tokens, but every token of a
 stream talks to the other stream only through ``T`` summaries. AV-PEA instead lets one query (the
 CLS) read every token of the other stream and hands the result to the patches in the next block.
@@ -33,6 +45,9 @@ adapters per block: 3.843M for ViT-B/16 (the paper: 3.9M), 13.394M for ViT-L/16 
 
 Initialisation of the latents is not in the paper; we draw them from ``N(0, 0.02^2)`` like
 timm's CLS token (identical latents would receive identical gradients and never separate).
+LAVISH's reference code draws them uniformly on ``[0, 1)`` (``torch.rand``) instead: latents of
+norm about ``sqrt(D / 3)``, all with positive entries, whose raw-dot-product attention starts
+far from uniform.
 """
 
 from __future__ import annotations
@@ -106,6 +121,24 @@ def _optional(enabled: bool, module: nn.Module) -> nn.Module:
     return module if enabled else nn.Identity()
 
 
+def grouped_linear(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """The grouped 1x1 convolution ``Conv1d(weight, groups)`` applied to rows of ``x``, as matrix products.
+
+    Args:
+        x: ``(M, C_in)`` rows (tokens), channels last.
+        weight: a ``Conv1d`` weight ``(C_out, C_in / groups, 1)``.
+
+    Returns:
+        ``(M, C_out)``: group ``i`` of the outputs is ``x[:, group i of the inputs] @ W_i^T``.
+    """
+    w = weight.squeeze(-1)
+    if groups == 1:
+        return x @ w.t()
+    width_in, width_out = w.shape[1], w.shape[0] // groups
+    return torch.cat([x[:, i * width_in : (i + 1) * width_in] @ w[i * width_out : (i + 1) * width_out].t()
+                      for i in range(groups)], dim=1)
+
+
 def raw_attention(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """``softmax(Q K^T) K``: dot-product attention without projections or scale, as LAVISH writes it."""
     return torch.softmax(query @ keys.transpose(1, 2), dim=-1) @ keys
@@ -134,6 +167,9 @@ class LavishAdapter(Adapter):
         latents = self.latents.expand(tokens.shape[0], -1, -1)
         latents = latents + raw_attention(latents, joined_others(others))      # 1. latents gather the other stream
         mixed = tokens + self.gate_av * raw_attention(tokens, latents)         # 2. tokens read the latents
-        z = self.norm_in(mixed).transpose(1, 2)                                # (B, D, N) for the 1x1 convs
-        z = self.bn_up(self.up(self.act(self.bn_down(self.down(z)))))          # 3. grouped bottleneck
-        return self.gate * self.norm_out(z.transpose(1, 2))
+        z = self.norm_in(mixed)
+        rows = z.reshape(-1, z.shape[-1])                                      # (B N, D): one row per token
+        groups = self.config.groups
+        rows = self.act(self.bn_down(grouped_linear(rows, self.down.weight, groups)))  # 3. grouped bottleneck
+        rows = self.bn_up(grouped_linear(rows, self.up.weight, groups))
+        return self.gate * self.norm_out(rows.view(z.shape))
