@@ -110,12 +110,13 @@ def items_equal(a: dict, b: dict) -> bool:
 
 def test_synthave_disk_cache_is_keyed_by_config_and_numeric_environment(tmp_path, monkeypatch):
     from avpet_core import reproducibility
+    from avpet_core.data.synthetic import cache
 
     fresh = SynthAVE(SMALL_AVE, "train")
     cached = SynthAVE(SMALL_AVE, "train", cache=tmp_path)
     assert reproducibility.environment_key() in cached.cache_path.name and SMALL_AVE.key() in cached.cache_path.name
     assert all(items_equal(fresh[i], cached[i]) for i in range(len(fresh)))
-    monkeypatch.setattr(reproducibility, "environment_key", lambda: "otherenv")
+    monkeypatch.setattr(cache, "environment_key", lambda: "otherenv")
     other = SynthAVE(SMALL_AVE, "train", cache=tmp_path)
     assert other.cache_path != cached.cache_path and other.cache_path.is_file()
 
