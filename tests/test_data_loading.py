@@ -161,3 +161,24 @@ def test_experiment_splits_are_cached_once(monkeypatch, tmp_path):
     monkeypatch.setattr(ave, "synth_ave_video", no_generation)
     second = experiments.datasets(experiment, experiments.RunSettings(pretrained=False))
     assert all(items_equal(a[0], b[0]) for a, b in zip(first, second))
+
+
+def test_fit_gives_the_same_run_with_and_without_workers(local_sockets):
+    from avpet_core.heads import SegmentClassifier
+    from avpet_core.models import build_dual_stream
+    from avpet_core.tasks import AVELTask
+    from avpet_core.train import fit
+
+    data = SynthAVEConfig(num_videos=6, num_eval_videos=2)
+    train, val = SynthAVE(data, "train", cache="memory"), SynthAVE(data, "val", cache="memory")
+    runs = []
+    for workers in (0, 2):
+        torch.manual_seed(0)
+        model = build_dual_stream("micro_vit", "avpea", "both")
+        head = SegmentClassifier(model.embed_dim, data.num_classes + 1, hidden=16)
+        config = TrainConfig(epochs=2, batch_size=4, adapter_lr=1e-2, head_lr=1e-2, progress=False, eval_batch_size=4,
+                             num_workers=workers, prefetch_factor=2)
+        result = fit(model, head, AVELTask(), train, val, config)
+        weights = torch.cat([p.detach().flatten() for p in [*model.adapters.parameters(), *head.parameters()]])
+        runs.append(([{k: v for k, v in row.items() if k != "seconds"} for row in result.history], weights))
+    assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
