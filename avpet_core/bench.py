@@ -42,10 +42,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from avpet_core.adapters import adapter_config
 from avpet_core.backbones import MICRO_VIT, create_backbone
+from avpet_core.data.synthetic import SYNTH_AVE_VITB, SYNTH_FBANK_MICRO, SynthAVEConfig
 from avpet_core.models import DualStreamConfig, DualStreamViT
+from avpet_core.reproducibility import missing_pins, numeric_environment, pin_runtime
 
 PEAK_BF16_FLOPS: dict[str, float] = {
     "H200": 989e12,
@@ -209,8 +212,6 @@ class BenchConfig:
 
 def input_sizes(backbone: str) -> tuple[int, int, int]:
     """``(image, mel, frames)``: SynthAVE's sizes for the backbone (micro-ViT: 48 px and 64 x 96; else 224 px, 128 x 96)."""
-    from avpet_core.data.synthetic import SYNTH_AVE_VITB, SYNTH_FBANK_MICRO, SynthAVEConfig
-
     if backbone == MICRO_VIT:
         return SynthAVEConfig().image_size, SYNTH_FBANK_MICRO.num_mel_bins, SYNTH_FBANK_MICRO.target_frames
     return SYNTH_AVE_VITB.image_size, SYNTH_AVE_VITB.fbank.num_mel_bins, SYNTH_AVE_VITB.fbank.target_frames
@@ -342,8 +343,6 @@ def _timed(prepared: _Prepared, device: torch.device) -> tuple[float, float]:
 def _count_flops(prepared: _Prepared) -> int:
     """FLOPs of one step of the eager model (forward, and backward for a training step; the
     optimiser's element-wise update is not counted)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     model, inputs, labels = prepared.model, prepared.inputs, prepared.labels
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=labels.device.type == "cuda")
     with FlopCounterMode(display=False) as counter:
@@ -390,8 +389,6 @@ def device_description(device: torch.device) -> dict:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         return {"device": "cuda", "device_name": name, "peak_bf16_flops": peak_bf16_flops(name)}
-    from avpet_core.reproducibility import numeric_environment
-
     name = platform.processor() or "cpu"
     try:
         with open("/proc/cpuinfo") as handle:
@@ -408,8 +405,6 @@ def run_bench(config: BenchConfig = BenchConfig(), *, progress: Callable[[str], 
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError("device 'cuda' was asked for, but PyTorch sees no CUDA device")
     if device.type == "cpu":
-        from avpet_core.reproducibility import pin_runtime
-
         if _pinned():
             pin_runtime()
     image, mel, frames = input_sizes(config.backbone)
@@ -507,8 +502,6 @@ def _load_average() -> list[float] | None:
 
 
 def _pinned() -> bool:
-    from avpet_core.reproducibility import missing_pins
-
     return not missing_pins()
 
 
