@@ -376,14 +376,8 @@ def reproduce(table: str, settings: RunSettings = RunSettings()) -> list[Experim
     """Run every row of ``table`` (``"table4"``, ``"table1"``, ``"table2"``) with the same settings."""
     if table not in TABLES:
         raise ExperimentError(f"unknown table {table!r}; choose one of {sorted(TABLES)}")
-    results, shared = [], {}
-    for name in TABLES[table]:
-        experiment = get_experiment(name)
-        key = (experiment.task, experiment.data)
-        if key not in shared:  # rows with the same data reuse its (memory-cached) splits
-            shared[key] = datasets(experiment, settings)
-        results.append(run_experiment(experiment, settings, splits=shared[key]))
-    return results
+    rows = run_over_seeds(TABLES[table], settings, [settings.seed])  # rows with the same data share their splits
+    return [rows[name][settings.seed] for name in TABLES[table]]
 
 
 def run_over_seeds(names: list[str] | tuple[str, ...], settings: RunSettings, seeds: dict[str, list[int]] | list[int],

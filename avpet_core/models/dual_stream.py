@@ -147,6 +147,17 @@ def streams_block_step(
     return sublayer("mlp", sublayer("attn", dict(tokens)))
 
 
+def backbone_signature(vit: VisionTransformer) -> dict:
+    """A frozen ViT's architecture and shape, JSON-ready: what adapters trained on it must match."""
+    return {
+        "architecture": vit.pretrained_cfg.get("architecture", type(vit).__name__),
+        "embed_dim": int(vit.embed_dim),
+        "depth": len(vit.blocks),
+        "num_heads": int(vit.blocks[0].attn.num_heads),
+        "patch_size": list(vit.patch_embed.patch_size),
+    }
+
+
 def check_backbone(backbone: nn.Module) -> VisionTransformer:
     """The backbone must be a timm ViT with a CLS token and pre-norm ``Block``s."""
     if not isinstance(backbone, VisionTransformer):
@@ -220,16 +231,8 @@ class DualStreamViT(nn.Module):
 
     def signature(self) -> dict:
         """The frozen backbone's architecture and shape, the adapter config and the adapted streams."""
-        vit = self.backbone
-        backbone = {
-            "architecture": vit.pretrained_cfg.get("architecture", type(vit).__name__),
-            "embed_dim": int(vit.embed_dim),
-            "depth": len(vit.blocks),
-            "num_heads": int(vit.blocks[0].attn.num_heads),
-            "patch_size": list(vit.patch_embed.patch_size),
-        }
         adapter = self.config.adapter
-        return {"backbone": backbone, "adapter": adapter.as_dict() if adapter is not None else None,
+        return {"backbone": backbone_signature(self.backbone), "adapter": adapter.as_dict() if adapter is not None else None,
                 "streams": self.config.streams}
 
     def describe_signature(self, signature: dict) -> str:

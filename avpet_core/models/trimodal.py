@@ -38,7 +38,13 @@ from torch.utils.checkpoint import checkpoint
 from avpet_core.adapters import AdapterConfig, LSTTAConfig, adapter_config
 from avpet_core.backbones import create_backbone, freeze_module, normalise_images, patch_grid
 from avpet_core.backbones import create_text_encoder
-from avpet_core.models.dual_stream import PLACEMENTS, StreamCLS, check_backbone, streams_block_step
+from avpet_core.models.dual_stream import (
+    PLACEMENTS,
+    StreamCLS,
+    backbone_signature,
+    check_backbone,
+    streams_block_step,
+)
 
 FRAME_STREAMS = ("visual", "audio")
 
@@ -145,13 +151,9 @@ class TrimodalModel(nn.Module):
         return dict(self.dims)
 
     def signature(self) -> dict:
-        def vit(model):
-            return {"architecture": model.pretrained_cfg.get("architecture", type(model).__name__),
-                    "embed_dim": int(model.embed_dim), "depth": len(model.blocks),
-                    "patch_size": list(model.patch_embed.patch_size)}
-
         adapter = self.config.adapter
-        return {"visual": vit(self.visual), "audio": "visual" if self.audio is self.visual else vit(self.audio),
+        audio = "visual" if self.audio is self.visual else backbone_signature(self.audio)
+        return {"visual": backbone_signature(self.visual), "audio": audio,
                 "text": self.text.signature(), "adapter": adapter.as_dict() if adapter is not None else None,
                 "streams": self.config.streams, "stages": self.num_stages}
 
