@@ -65,9 +65,11 @@ nbval: pretrain
 
 book: notebooks html
 
+# Re-makes the book: every notebook in place and, under the pins, the training chapters' reference runs
+# (avpet_core/references/*.json, written by avpet_core.verification.verify).
 notebooks: pretrain
 	@printf '%s\n' $(NOTEBOOKS) | xargs -P $(JOBS) -I NB sh -c \
-		'echo "papermill NB"; $(BIN)/papermill --cwd notebooks --kernel python3 --no-progress-bar NB NB' || exit 1
+		'echo "papermill NB"; AVPET_WRITE_REFERENCE=1 $(BIN)/papermill --cwd notebooks --kernel python3 --no-progress-bar NB NB' || exit 1
 
 # Executes into _build/robustness (the committed notebooks are left alone); fails if an assert fails.
 robustness: pretrain

@@ -307,11 +307,24 @@ def _env(args: argparse.Namespace) -> dict:
     if args.fingerprint:
         from avpet_core import fingerprint  # trains two small models: loads torch, models and backbones
 
+        result["environment"]["mkl_branch"] = reproducibility.mkl_branch()
         result["fingerprint"] = fingerprint.weights_fingerprint()
+        known = fingerprint.known_environment(result["environment"])
+        result["known_environment"] = None if known is None else known.name
+        result["matches_known"] = None if known is None else known.fingerprint == result["fingerprint"]
     if not args.json:
         print(reproducibility.describe(result["environment"]))
+        if args.fingerprint:
+            print(f"MKL branch in use (its verbose log): {result['environment']['mkl_branch']}")
         for name, value in result.get("fingerprint", {}).items():
             print(f"fingerprint {name:9} {value}")
+        if args.fingerprint:
+            if result["known_environment"] is None:
+                print("known environment: none (vendor, MKL branch, ATen capability and torch match no measured "
+                      "one): chapters check their trained numbers statistically here")
+            else:
+                verdict = "hashes match" if result["matches_known"] else "hashes DIFFER from the measured ones"
+                print(f"known environment: {result['known_environment']}, {verdict}")
     return result
 
 

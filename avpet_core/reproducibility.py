@@ -105,6 +105,25 @@ def cpu_vendor() -> str:
     return "unknown"
 
 
+def mkl_branch(environ: dict[str, str] | None = None, timeout: float = 120) -> str | None:
+    """The code path MKL actually runs under ``environ`` (default: this process's), as its verbose log
+    reports it: ``AVX2,STRICT`` where the pin is honoured, ``AUTO,STRICT`` on an AMD processor given the
+    same pin, ``OFF`` without ``MKL_CBWR``. ``None`` when the log says nothing (no MKL in this torch).
+
+    MKL reads ``MKL_VERBOSE`` and ``MKL_CBWR`` once, when it initialises, so a fresh Python process runs
+    one matrix product with ``MKL_VERBOSE=1`` (about two seconds: it imports torch).
+    """
+    import re
+    import subprocess
+
+    environ = dict(os.environ if environ is None else environ)
+    environ["MKL_VERBOSE"] = "1"
+    code = "import torch; a = torch.randn(64, 64); a @ a"
+    done = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=timeout)
+    match = re.search(r"CNR:(\S+)", done.stdout + done.stderr)
+    return match.group(1) if match else None
+
+
 def numeric_environment() -> dict:
     """What decides the last bits of this process's CPU results (plain JSON values)."""
     import torch
@@ -165,7 +184,8 @@ def check_pinned(stacklevel: int = 2) -> bool:
         "this process does not run with the book's pinned CPU numerics "
         f"(missing or different: {missing_pins() or 'ATen did not take the AVX2 pin'}). Results are still "
         "deterministic on this machine, but ATen, MKL and oneDNN use this CPU's own instruction set, and "
-        "training amplifies the last bits they change: trained numbers will differ from the committed ones. "
+        "training amplifies the last bits they change: trained numbers will differ from the committed ones, and "
+        "each training chapter checks them statistically against its reference run (avpet_core.verification). "
         f"To reproduce the book's numbers, start the kernel with {settings} (the Makefile's targets do).",
         UnpinnedWarning,
         stacklevel=stacklevel,
