@@ -10,7 +10,7 @@
     avpet reproduce {table1,table2,table4} [the same settings] [--json]   every row of a table, ours beside the paper's
     avpet pretrain [--retrain] [--json]            train-or-load the offline micro-ViT, report its accuracy
     avpet pretrain --text [--retrain] [--json]     the same for the offline micro text encoder (masked-LM)
-    avpet env      [--fingerprint] [--json]        the numeric environment (pins, CPU code paths, threads)
+    avpet env      [--fingerprint] [--json]        the numeric environment (pins, CPU code paths, threads, known name)
     avpet bench    [--device cpu|cuda] [--backbone NAME] [--batch N] [--repeats N] [--variants A,B] [--compile]
                    [--json]                        step time, clips/s, FLOPs, memory of the adapters beside full fine-tuning
 
@@ -301,30 +301,25 @@ def _pretrain_text(args: argparse.Namespace) -> dict:
 
 
 def _env(args: argparse.Namespace) -> dict:
-    from avpet_core import reproducibility
+    from avpet_core import fingerprint, reproducibility
 
-    result = {"environment": reproducibility.numeric_environment()}
+    environment = {**reproducibility.numeric_environment(), "mkl_branch": reproducibility.mkl_branch()}
+    known = fingerprint.known_environment(environment)
+    result = {"environment": environment, "known_environment": None if known is None else known.name}
     if args.fingerprint:
-        from avpet_core import fingerprint  # trains two small models: loads torch, models and backbones
-
-        result["environment"]["mkl_branch"] = reproducibility.mkl_branch()
         result["fingerprint"] = fingerprint.weights_fingerprint()
-        known = fingerprint.known_environment(result["environment"])
-        result["known_environment"] = None if known is None else known.name
         result["matches_known"] = None if known is None else known.fingerprint == result["fingerprint"]
     if not args.json:
-        print(reproducibility.describe(result["environment"]))
-        if args.fingerprint:
-            print(f"MKL branch in use (its verbose log): {result['environment']['mkl_branch']}")
+        print(reproducibility.describe(environment))
+        print(f"MKL branch in use (its verbose log): {environment['mkl_branch']}")
         for name, value in result.get("fingerprint", {}).items():
             print(f"fingerprint {name:9} {value}")
-        if args.fingerprint:
-            if result["known_environment"] is None:
-                print("known environment: none (vendor, MKL branch, ATen capability and torch match no measured "
-                      "one): chapters check their trained numbers statistically here")
-            else:
-                verdict = "hashes match" if result["matches_known"] else "hashes DIFFER from the measured ones"
-                print(f"known environment: {result['known_environment']}, {verdict}")
+        if known is None:
+            print("known environment: none (its CPU vendor, MKL branch, ATen capability and torch match no measured "
+                  "one): the chapters check their trained numbers statistically here")
+        else:
+            verdict = {None: "", True: ", hashes match", False: ", hashes DIFFER from the measured ones"}
+            print(f"known environment: {known.name}{verdict[result.get('matches_known')]}")
     return result
 
 
