@@ -48,9 +48,11 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 # The offline micro-ViT and micro text encoder are trained once (about seven and one and a half minutes
 # on one core) and cached; the notebooks load them.
+# AVPET_UNPINNED=1: avpet keeps the numeric environment make gives it (the pins above, or what the command
+# line overrides, e.g. `make test ATEN_CPU_CAPABILITY=default`), so it caches the backbones the notebooks load.
 pretrain: $(STAMP)
-	$(BIN)/avpet pretrain
-	$(BIN)/avpet pretrain --text
+	AVPET_UNPINNED=1 $(BIN)/avpet pretrain
+	AVPET_UNPINNED=1 $(BIN)/avpet pretrain --text
 
 PYTEST_NB := --nbval-lax --nbval-current-env --nbval-cell-timeout=3600 -p no:cacheprovider -n $(JOBS) --dist loadscope
 
