@@ -237,6 +237,15 @@ def reference_path(chapter: str, directory: Path | str | None = None) -> Path:
     return Path(directory or REFERENCE_DIR) / f"{chapter}.json"
 
 
+def _shown(path: Path) -> str:
+    """``path`` as a report prints it: relative to the folder that holds the package when it lies
+    inside it (``avpet_core/references/05_training_avel.json``), so no machine's layout is printed."""
+    try:
+        return str(Path(path).resolve().relative_to(REFERENCE_DIR.parent.parent))
+    except ValueError:
+        return str(path)
+
+
 def load_reference(path: Path | str) -> dict | None:
     """The reference run at ``path``, or ``None`` when there is none. A file that exists but cannot be
     used raises :class:`ReferenceFileError` naming the file, the line where one is known, and the fault."""
@@ -315,7 +324,7 @@ class Verification:
                           f"its parts; Holm over {len(self.claims)} claim(s) at {100 * CLAIM_LEVEL:.0f}% family-wise):",
                       self.claims.to_string(index=False)]
         if self.written is not None:
-            lines += ["", f"reference written: {self.written}"]
+            lines += ["", f"reference written: {_shown(self.written)}"]
         if self.note:
             lines += ["", self.note]
         lines += ["", "FAILED:\n  " + "\n  ".join(self.failures) if self.failures else "verdict: every check passed"]
@@ -355,7 +364,7 @@ def verify(study: SeedStudy, claims: Sequence[Claim] = (), *, directory: Path | 
 
     settings = _jsonable(study.settings)
     if reference is None:
-        mode, reason = "claims only", f"no reference run at {path}"
+        mode, reason = "claims only", f"no reference run at {_shown(path)}"
     elif reference["settings"] != settings:
         changed = sorted(k for k in set(settings) | set(reference["settings"])
                          if settings.get(k) != reference["settings"].get(k))

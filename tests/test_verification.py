@@ -131,6 +131,14 @@ def test_no_reference_tests_the_claims_only(tmp_path):
     assert result.mode == "claims only" and "no reference run" in result.reason and result.ok
 
 
+def test_reports_print_the_book_s_reference_paths_relative_to_the_package(tmp_path):
+    from avpet_core.verification import REFERENCE_DIR, _shown
+
+    assert _shown(REFERENCE_DIR / "05_training_avel.json") == str(Path("avpet_core", "references", "05_training_avel.json"))
+    outside = tmp_path / "05_training_avel.json"
+    assert _shown(outside) == str(outside)  # a folder of the user's own is printed as given
+
+
 def test_other_settings_are_not_compared(reference_dir):
     result = verify(study(REFERENCE, settings={"epochs": 15}), directory=reference_dir, fingerprint=A,
                     write=False, quiet=True)
