@@ -75,12 +75,19 @@ class GateRecorder:
         return torch.stack([v[key] for v in self.values])
 
 
-def predict_segments(model: nn.Module, head: nn.Module, dataset: Dataset, *, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_segments(
+    model: nn.Module, head: nn.Module, dataset: Dataset, *, batch_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(predictions, labels)``, each ``(videos, T)``, of an AVEL model over a whole dataset
     (one :func:`avpet_core.evaluation.predict` pass, in the dataset's order, eval mode)."""
     device = next(head.parameters()).device
-    predictions, batches = predict(lambda batch: head.predict(head(model(batch["frames"], batch["audio"]), batch)),
-                                   (model, head), dataset, batch_size=batch_size, device=device)
+    predictions, batches = predict(
+        lambda batch: head.predict(head(model(batch["frames"], batch["audio"]), batch)),
+        (model, head),
+        dataset,
+        batch_size=batch_size,
+        device=device,
+    )
     return predictions, torch.cat([b["labels"] for b in batches])
 
 
@@ -148,9 +155,14 @@ def accuracy_by_kind(predictions: torch.Tensor, labels: torch.Tensor, kinds: tor
     modality a model actually uses. Kinds with no segment are left out.
     """
     if not predictions.shape == labels.shape == kinds.shape:
-        raise ValueError(f"predictions {tuple(predictions.shape)}, labels {tuple(labels.shape)} and kinds {tuple(kinds.shape)} differ in shape")
+        raise ValueError(
+            f"predictions {tuple(predictions.shape)}, labels {tuple(labels.shape)} "
+            f"and kinds {tuple(kinds.shape)} differ in shape"
+        )
     correct = predictions == labels
-    return {name: correct[kinds == k].float().mean().item() for k, name in enumerate(SEGMENT_KINDS) if (kinds == k).any()}
+    return {
+        name: correct[kinds == k].float().mean().item() for k, name in enumerate(SEGMENT_KINDS) if (kinds == k).any()
+    }
 
 
 def segment_kinds(dataset: Dataset) -> torch.Tensor:
@@ -171,8 +183,9 @@ def frame_importance(model: nn.Module, dataset: Dataset, *, batch_size: int = 32
             raise ValueError("the model has no long-term filtering (an LSTTA config with long_term=True)")
         return torch.stack(scores).mean(0)
 
-    scores, _ = predict(importance, (model,), dataset, batch_size=batch_size, device=device,
-                        drop=("frames", "audio", "question_text"))
+    scores, _ = predict(
+        importance, (model,), dataset, batch_size=batch_size, device=device, drop=("frames", "audio", "question_text")
+    )
     return scores
 
 

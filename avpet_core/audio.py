@@ -109,7 +109,9 @@ def prepare_waveform(
     if waveform.numel() == 0:
         raise AudioInputError(f"{where}: the audio is empty (0 samples)")
     if not waveform.is_floating_point():
-        raise AudioInputError(f"{where}: expected floating-point samples, got {waveform.dtype}; scale integer PCM to [-1, 1] first")
+        raise AudioInputError(
+            f"{where}: expected floating-point samples, got {waveform.dtype}; scale integer PCM to [-1, 1] first"
+        )
     waveform = waveform.to(torch.float32)
     bad = ~torch.isfinite(waveform)
     if bad.any():
@@ -183,7 +185,8 @@ def audio_to_image(
     *,
     source: str | Path | None = None,
 ) -> torch.Tensor:
-    """Waveform -> ``(3, num_mel_bins, frames)`` spectrogram image (:func:`waveform_to_fbank` then :func:`fbank_to_image`)."""
+    """Waveform -> ``(3, num_mel_bins, frames)`` spectrogram image
+    (:func:`waveform_to_fbank` then :func:`fbank_to_image`)."""
     return fbank_to_image(waveform_to_fbank(waveform, sample_rate, config, source=source))
 
 

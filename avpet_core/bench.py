@@ -46,8 +46,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from avpet_core.adapters import adapter_config
 from avpet_core.backbones import MICRO_VIT, create_backbone
-from avpet_core.data.synthetic import SYNTH_AVE_VITB, SYNTH_FBANK_MICRO, SynthAVEConfig
+from avpet_core.data.synthetic import SynthAVEConfig
 from avpet_core.models import DualStreamConfig, DualStreamViT
+from avpet_core.profiles import profile_for
 from avpet_core.reproducibility import missing_pins, numeric_environment, pin_runtime
 
 PEAK_BF16_FLOPS: dict[str, float] = {
@@ -186,9 +187,16 @@ VARIANTS: dict[str, Variant] = {
         Variant("frozen/train", "frozen ViT, head only, training step", True, "full/train", dual_stream("none")),
         Variant("avpea/train", "AV-PEA adapters + head, training step", True, "full/train", dual_stream("avpea")),
         Variant("lavish/train", "LAVISH adapters + head, training step", True, "full/train", dual_stream("lavish")),
-        Variant("houlsby/train", "bottleneck adapters + head, training step", True, "full/train", dual_stream("houlsby")),
-        Variant("full/train", "full fine-tuning (every ViT weight), training step", True, "full/train",
-                dual_stream("none", full_finetune=True)),
+        Variant(
+            "houlsby/train", "bottleneck adapters + head, training step", True, "full/train", dual_stream("houlsby")
+        ),
+        Variant(
+            "full/train",
+            "full fine-tuning (every ViT weight), training step",
+            True,
+            "full/train",
+            dual_stream("none", full_finetune=True),
+        ),
     )
 }
 """The benchmark's rows, in the order they are run and printed."""
@@ -211,26 +219,35 @@ class BenchConfig:
 
 
 def input_sizes(backbone: str) -> tuple[int, int, int]:
-    """``(image, mel, frames)``: SynthAVE's sizes for the backbone (micro-ViT: 48 px and 64 x 96; else 224 px, 128 x 96)."""
-    if backbone == MICRO_VIT:
-        return SynthAVEConfig().image_size, SYNTH_FBANK_MICRO.num_mel_bins, SYNTH_FBANK_MICRO.target_frames
-    return SYNTH_AVE_VITB.image_size, SYNTH_AVE_VITB.fbank.num_mel_bins, SYNTH_AVE_VITB.fbank.target_frames
+    """``(image, mel, frames)``: SynthAVE's sizes for the backbone's profile (micro-ViT: 48 px and
+    64 x 96; else 224 px, 128 x 96)."""
+    config = profile_for(backbone).synthetic(SynthAVEConfig())
+    return config.image_size, config.fbank.num_mel_bins, config.fbank.target_frames
 
 
 def resolve(config: BenchConfig) -> BenchConfig:
     """Fill the ``None`` settings: batch 16 clips for the micro-ViT on CPU, 4 for a paper backbone on
     CPU, 64 on CUDA; 5 rounds on CPU, 20 on CUDA; 1 warm-up step on CPU, 3 on CUDA; every variant."""
     cuda = torch.device(config.device).type == "cuda"
-    batch = config.batch or (64 if cuda else 16 if config.backbone == MICRO_VIT else 4)
+    batch = config.batch or (64 if cuda else profile_for(config.backbone).bench_cpu_batch)
     names = tuple(config.variants) if config.variants else tuple(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise BenchError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     names = tuple(dict.fromkeys([*names, *(VARIANTS[n].baseline for n in names)]))  # baselines always run
     names = tuple(n for n in VARIANTS if n in names)
-    return BenchConfig(backbone=config.backbone, device=config.device, batch=batch,
-                       repeats=config.repeats or (20 if cuda else 5), warmup=config.warmup if config.warmup is not None else (3 if cuda else 1),
-                       bf16=config.bf16, compile=config.compile, variants=names, flops=config.flops, memory=config.memory)
+    return BenchConfig(
+        backbone=config.backbone,
+        device=config.device,
+        batch=batch,
+        repeats=config.repeats or (20 if cuda else 5),
+        warmup=config.warmup if config.warmup is not None else (3 if cuda else 1),
+        bf16=config.bf16,
+        compile=config.compile,
+        variants=names,
+        flops=config.flops,
+        memory=config.memory,
+    )
 
 
 # -- memory -----------------------------------------------------------------------------------
@@ -318,6 +335,7 @@ def _prepare(variant: Variant, setup: Setup, config: BenchConfig) -> _Prepared:
             loss.backward()
             optimiser.step()
     else:
+
         def step():
             model.eval()
             with torch.no_grad(), autocast:
@@ -378,9 +396,16 @@ def _measure_memory(prepared: _Prepared, device: torch.device) -> dict:
         prepared.step()
         peak_kib = _status_kib("VmHWM")
         if before_kib is None or peak_kib is None:
-            return {"memory_bytes": None, "state_bytes": state, "step_peak_bytes": None, "memory_measured_by": "unavailable"}
+            return {
+                "memory_bytes": None,
+                "state_bytes": state,
+                "step_peak_bytes": None,
+                "memory_measured_by": "unavailable",
+            }
         extra = max(0, peak_kib - before_kib) * 1024
-        how = "VmHWM - VmRSS (peak RSS, reset before the step)" if exact else "VmHWM growth (peak RSS could not be reset)"
+        how = (
+            "VmHWM - VmRSS (peak RSS, reset before the step)" if exact else "VmHWM growth (peak RSS could not be reset)"
+        )
     return {"memory_bytes": state + extra, "state_bytes": state, "step_peak_bytes": extra, "memory_measured_by": how}
 
 
@@ -477,19 +502,30 @@ def run_bench(config: BenchConfig = BenchConfig(), *, progress: Callable[[str], 
         "compile": config.compile,
         "repeats": config.repeats,
         "warmup_steps": config.warmup,
-        "timer": "time.perf_counter" + (" with torch.cuda.synchronize" if device.type == "cuda" else "")
-                 + "; time.process_time for the process's CPU seconds",
+        "timer": "time.perf_counter"
+        + (" with torch.cuda.synchronize" if device.type == "cuda" else "")
+        + "; time.process_time for the process's CPU seconds",
         "load_average": _load_average(),
         "order": "variants alternate within each round, the order reversed every other round",
         "torch": torch.__version__,
         "rows": rows,
-        "ratios": {row["name"]: {"vs": row["baseline"], "time": row["time_ratio"], "cpu_time": row["cpu_time_ratio"],
-                                 "flops": row.get("flop_ratio"), "memory": row.get("memory_ratio")} for row in rows},
+        "ratios": {
+            row["name"]: {
+                "vs": row["baseline"],
+                "time": row["time_ratio"],
+                "cpu_time": row["cpu_time_ratio"],
+                "flops": row.get("flop_ratio"),
+                "memory": row.get("memory_ratio"),
+            }
+            for row in rows
+        },
         "config": asdict(config),
     }
     if device.type == "cuda" and peak is None:
-        report["mfu_note"] = (f"unknown device {info['device_name']!r}: no dense bf16 peak in "
-                              "avpet_core.bench.PEAK_BF16_FLOPS, so no model-FLOPs utilisation")
+        report["mfu_note"] = (
+            f"unknown device {info['device_name']!r}: no dense bf16 peak in "
+            "avpet_core.bench.PEAK_BF16_FLOPS, so no model-FLOPs utilisation"
+        )
     return report
 
 
@@ -509,8 +545,9 @@ def format_report(report: dict) -> str:
     """The report as a table: one row per variant, the ratios to its baseline side by side."""
     cuda = report["device"] == "cuda"
     env = report.get("environment") or {}
-    where = report["device_name"] + (f", {env.get('threads')} thread(s), {'pinned' if env.get('pinned') else 'not pinned'}"
-                                     if env else "")
+    where = report["device_name"] + (
+        f", {env.get('threads')} thread(s), {'pinned' if env.get('pinned') else 'not pinned'}" if env else ""
+    )
     lines = [
         f"avpet bench: {report['backbone']} ({report['weights']} weights) on {where}",
         f"batch {report['batch_clips']} clips (frames {report['input']['frames']}, audio {report['input']['audio']}), "
@@ -518,15 +555,25 @@ def format_report(report: dict) -> str:
         + (", torch.compile" if report["compile"] else ""),
         "",
     ]
-    header = f"{'variant':15} {'step ms':>9}" + ("" if cuda else f" {'cpu ms':>9}") + f" {'clips/s':>9} {'GFLOP':>9} {'memory MiB':>11}"
+    header = (
+        f"{'variant':15} {'step ms':>9}"
+        + ("" if cuda else f" {'cpu ms':>9}")
+        + f" {'clips/s':>9} {'GFLOP':>9} {'memory MiB':>11}"
+    )
     header += f" {'MFU':>6}" if cuda else ""
     header += f" | {'time':>6}" + ("" if cuda else f" {'cpu':>6}") + f" {'FLOPs':>6} {'memory':>6}  vs"
     lines.append(header)
     for row in report["rows"]:
         memory = f"{row['memory_bytes'] / 2**20:11.1f}" if row.get("memory_bytes") is not None else f"{'-':>11}"
         gflop = f"{row['flops'] / 1e9:9.2f}" if "flops" in row else f"{'-':>9}"
-        cpu_ms = "" if cuda else (f" {1e3 * row['cpu_seconds']:9.2f}" if row.get("cpu_seconds") is not None else f" {'-':>9}")
-        line = f"{row['name']:15} {1e3 * row['step_seconds']:9.2f}{cpu_ms} {row['clips_per_second']:9.1f} {gflop} {memory}"
+        cpu_ms = (
+            ""
+            if cuda
+            else (f" {1e3 * row['cpu_seconds']:9.2f}" if row.get("cpu_seconds") is not None else f" {'-':>9}")
+        )
+        line = (
+            f"{row['name']:15} {1e3 * row['step_seconds']:9.2f}{cpu_ms} {row['clips_per_second']:9.1f} {gflop} {memory}"
+        )
         if cuda:
             line += f" {100 * row['mfu']:5.1f}%" if row.get("mfu") is not None else f" {'-':>6}"
 
@@ -534,14 +581,20 @@ def format_report(report: dict) -> str:
             return f"{value:5.3f}x" if value is not None else f"{'-':>6}"
 
         cpu_ratio = "" if cuda else f" {ratio(row.get('cpu_time_ratio'))}"
-        line += (f" | {ratio(row['time_ratio'])}{cpu_ratio} {ratio(row.get('flop_ratio'))} "
-                 f"{ratio(row.get('memory_ratio'))}  {row['baseline']}")
+        line += (
+            f" | {ratio(row['time_ratio'])}{cpu_ratio} {ratio(row.get('flop_ratio'))} "
+            f"{ratio(row.get('memory_ratio'))}  {row['baseline']}"
+        )
         lines.append(line)
     if report.get("mfu_note"):
         lines.append(report["mfu_note"])
     if not cuda:
         load = report.get("load_average")
-        lines.append("cpu ms: the process's CPU time per step (less moved than wall time by other processes); "
-                     f"load average at the end {load}")
-        lines.append("memory: the variant's weights, buffers and AdamW moments + the step's peak RSS growth (approximate on CPU)")
+        lines.append(
+            "cpu ms: the process's CPU time per step (less moved than wall time by other processes); "
+            f"load average at the end {load}"
+        )
+        lines.append(
+            "memory: the variant's weights, buffers and AdamW moments + the step's peak RSS growth (approximate on CPU)"
+        )
     return "\n".join(lines)

@@ -1,9 +1,11 @@
-"""Checkpoints of what was trained: the few megabytes of adapters, never the frozen backbone.
+"""Checkpoints of what was trained: the few megabytes of adapters (or a model trained end to end) and
+the head, never the frozen backbone.
 
 A checkpoint is two files side by side:
 
 * ``NAME.safetensors`` — the trained module's parameters and buffers (e.g. LAVISH's BatchNorm
-  statistics) under the model's ``checkpoint_prefix`` (``adapters.*`` for a dual-stream ViT,
+  statistics) under the model's ``checkpoint_prefix`` (``adapters.*`` for the frozen-encoder models,
+  :class:`~avpet_core.models.base.FrozenEncodersModel`: the dual-stream ViT and the trimodal model;
   ``model.*`` for a model trained end to end), and the task head's under ``head.*`` when there is one;
 * ``NAME.json`` — what they fit: the model's ``signature()`` (for a dual-stream ViT: the
   backbone's architecture — name, width, depth, heads, patch — the adapter config and the adapted
@@ -57,7 +59,7 @@ def _trained_state(model: TrainableModel, head: nn.Module | None) -> dict[str, t
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
-def save_adapters(
+def save_trained(
     path: str | Path,
     model,
     head: nn.Module | None = None,
@@ -65,7 +67,8 @@ def save_adapters(
     head_config: dict | None = None,
     metadata: dict | None = None,
 ) -> tuple[Path, Path]:
-    """Save the adapters (and the head) of ``model``; returns the two paths written.
+    """Save what ``model`` trains — its ``trained_module()``: the adapters, or the whole model when it is
+    trained end to end — and the head; returns the two paths written.
 
     Raises:
         CheckpointError: the directory cannot be written, or ``metadata`` is not JSON-serialisable.
@@ -114,7 +117,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return config, tensors
 
 
-def load_adapters(path: str | Path, model, head: nn.Module | None = None) -> dict:
+def load_trained(path: str | Path, model, head: nn.Module | None = None) -> dict:
     """Load a checkpoint into ``model`` (and ``head``); returns the checkpoint's config.
 
     Raises:

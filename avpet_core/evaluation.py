@@ -4,6 +4,8 @@
   loop's batching too, so an evaluation sees the dataset in its own order);
 * :func:`predict` — run a forward function over a whole dataset in eval mode without gradients,
   and keep its predictions with the non-media part of every batch (labels, answers, types);
+  predictions of one shape per item are concatenated, others (token sequences of several lengths,
+  strings) come back as one list entry per item (:func:`gather_predictions`);
 * :func:`accuracy` — the share of predictions equal to their labels;
 * :func:`linear_probe` — the test accuracy of a logistic regression on frozen features.
 
@@ -50,7 +52,8 @@ def predict(
     """``(predictions, batches)`` of ``forward(batch)`` over the whole ``dataset``, in its order.
 
     ``modules`` are put in eval mode; nothing records gradients. ``batches`` are the collated
-    batches without the keys in ``drop`` (the media), for the metrics.
+    batches without the keys in ``drop`` (the media), for the metrics. ``predictions`` are gathered
+    by :func:`gather_predictions`.
     """
     device = torch.device(device)
     for module in modules:
@@ -58,9 +61,23 @@ def predict(
     predictions, kept = [], []
     with torch.no_grad(), autocast_for(device, bf16):
         for batch in batches_of(dataset, range(len(dataset)), batch_size):
-            predictions.append(forward(to_device(batch, device)).cpu())
+            out = forward(to_device(batch, device))
+            predictions.append(out.cpu() if isinstance(out, torch.Tensor) else out)
             kept.append({k: v for k, v in batch.items() if k not in drop})
-    return torch.cat(predictions), kept
+    return gather_predictions(predictions), kept
+
+
+def gather_predictions(per_batch: list) -> torch.Tensor | list:
+    """One batch's predictions after another: concatenated along the first dimension when every
+    batch is a tensor with the same trailing shape (labels, logits, embeddings), else a list with one
+    entry per item (a tensor row, a token sequence, a string)."""
+    if (
+        per_batch
+        and all(isinstance(p, torch.Tensor) and p.dim() > 0 for p in per_batch)
+        and len({p.shape[1:] for p in per_batch}) == 1
+    ):
+        return torch.cat(per_batch)
+    return [item for batch in per_batch for item in batch]
 
 
 def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
@@ -73,9 +90,18 @@ def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
 PROBE_SOLVERS = ("adam", "lbfgs")
 
 
-def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                 test_labels: torch.Tensor, num_classes: int, steps: int = 300, lr: float = 0.05,
-                 weight_decay: float = 1e-3, seed: int = 0, solver: str = "adam") -> float:
+def linear_probe(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    steps: int = 300,
+    lr: float = 0.05,
+    weight_decay: float = 1e-3,
+    seed: int = 0,
+    solver: str = "adam",
+) -> float:
     """Test accuracy of a logistic regression on standardised frozen features.
 
     ``solver="adam"``: ``steps`` full-batch Adam steps at ``lr`` with ``weight_decay`` (chapter 8);

@@ -38,23 +38,38 @@ class KnownEnvironment:
 
     def matches(self, environment: dict) -> bool:
         """Whether ``environment`` (:func:`environment_identity`) is this one."""
-        return (environment.get("cpu_vendor"), environment.get("mkl_branch"), environment.get("cpu_capability"),
-                str(environment.get("torch")).split("+")[0]) == (self.cpu_vendor, self.mkl_branch, self.cpu_capability,
-                                                                 self.torch)
+        return (
+            environment.get("cpu_vendor"),
+            environment.get("mkl_branch"),
+            environment.get("cpu_capability"),
+            str(environment.get("torch")).split("+")[0],
+        ) == (self.cpu_vendor, self.mkl_branch, self.cpu_capability, self.torch)
 
 
 KNOWN_ENVIRONMENTS: tuple[KnownEnvironment, ...] = (
     # The pins (PINS) on an x86-64 AMD EPYC: MKL does not honour MKL_CBWR=AVX2 on AMD and runs AUTO.
     KnownEnvironment(
-        "AMD, pinned (MKL AUTO)", "AuthenticAMD", "AUTO,STRICT", "AVX2", "2.11.0",
-        {"micro_vit": "3fbce63fc3423411e01544a211b962edcb6af3bc4a9d6fd215121ddff691025b",
-         "avpea": "16256444f9d2af1e9ba676e66a301d09f427215f3330595fd9fe4ad5be3d4730"},
+        "AMD, pinned (MKL AUTO)",
+        "AuthenticAMD",
+        "AUTO,STRICT",
+        "AVX2",
+        "2.11.0",
+        {
+            "micro_vit": "3fbce63fc3423411e01544a211b962edcb6af3bc4a9d6fd215121ddff691025b",
+            "avpea": "16256444f9d2af1e9ba676e66a301d09f427215f3330595fd9fe4ad5be3d4730",
+        },
     ),
     # The pins on an Intel Xeon (AVX-512 + AMX; two such machines gave the same hashes).
     KnownEnvironment(
-        "Intel, pinned (MKL AVX2)", "GenuineIntel", "AVX2,STRICT", "AVX2", "2.11.0",
-        {"micro_vit": "9f487537b96d2ac8e7c6de5fbd3252836310df1defd8bfaba4727fbd663ba0a3",
-         "avpea": "bf3322973f2b2329888a1e794c85189d36f6cd9911c32ea83fe80e81972eb29b"},
+        "Intel, pinned (MKL AVX2)",
+        "GenuineIntel",
+        "AVX2,STRICT",
+        "AVX2",
+        "2.11.0",
+        {
+            "micro_vit": "9f487537b96d2ac8e7c6de5fbd3252836310df1defd8bfaba4727fbd663ba0a3",
+            "avpea": "bf3322973f2b2329888a1e794c85189d36f6cd9911c32ea83fe80e81972eb29b",
+        },
     ),
 )
 """Every environment whose hashes have been measured, with torch 2.11.0 (the pin)."""
@@ -83,6 +98,7 @@ def weights_fingerprint(steps: int = FINGERPRINT_STEPS) -> dict[str, str]:
     measured ones, and two processes whose hashes differ will not train the chapters' models to the
     same numbers either. ``avpet env --fingerprint`` prints them.
     """
+
     def digest(tensors) -> str:
         h = hashlib.sha256()
         for name, tensor in tensors:

@@ -29,8 +29,13 @@ class TrainingMemory:
         return self.parameters + self.gradients + self.optimiser + self.activations
 
     def as_dict(self) -> dict:
-        return {"parameters": self.parameters, "gradients": self.gradients, "optimiser": self.optimiser,
-                "activations": self.activations, "total": self.total}
+        return {
+            "parameters": self.parameters,
+            "gradients": self.gradients,
+            "optimiser": self.optimiser,
+            "activations": self.activations,
+            "total": self.total,
+        }
 
 
 def saved_activation_bytes(loss_fn, parameters) -> int:
@@ -55,14 +60,18 @@ def saved_activation_bytes(loss_fn, parameters) -> int:
     return sum(storages.values())
 
 
-def training_memory(classifier: nn.Module, frames: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor) -> TrainingMemory:
+def training_memory(
+    classifier: nn.Module, frames: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor
+) -> TrainingMemory:
     """What one fine-tuning step of ``classifier`` on this batch holds (float32 weights and AdamW)."""
     parameters = [p for p in classifier.parameters() if p.requires_grad]
     weight_bytes = sum(p.numel() * p.element_size() for p in classifier.parameters())
     trained_bytes = sum(p.numel() * p.element_size() for p in parameters)
     activations = saved_activation_bytes(lambda: F.cross_entropy(classifier(frames, audio), labels), parameters)
     classifier.zero_grad(set_to_none=True)
-    return TrainingMemory(parameters=weight_bytes, gradients=trained_bytes, optimiser=2 * trained_bytes, activations=activations)
+    return TrainingMemory(
+        parameters=weight_bytes, gradients=trained_bytes, optimiser=2 * trained_bytes, activations=activations
+    )
 
 
 def mebibytes(count: int) -> float:

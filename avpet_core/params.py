@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from avpet_core.models.dual_stream import PLACEMENTS, build_dual_stream
+from avpet_core.adapters import StageAdapterConfig, SublayerAdapterConfig
+from avpet_core.models.base import PLACEMENTS
+from avpet_core.models.dual_stream import build_dual_stream
 from avpet_core.models.trimodal import build_trimodal
 
 
@@ -60,37 +62,54 @@ class AdaptedCounts(ParamCounts):
     """Counts of an adapted model as AV-PEA's Tables 1-2 give them.
 
     Attributes:
-        trainable: everything that trains — adapters plus task head (the "Total" trainable column).
+        trainable: everything that trains — the model's trained part plus task head (the "Total"
+            trainable column).
         frozen: the frozen backbone (the tables' frozen column).
-        adapter: parameters of the adapters alone (the tables' "Adapter" column).
+        model_trained: parameters of what the model trains, its ``trained_module()``, without the
+            head: the adapters of a frozen-encoder model (the tables' "Adapter" column), or the whole
+            model of one trained end to end.
     """
 
-    adapter: int = 0
+    model_trained: int = 0
 
     @property
-    def adapter_share(self) -> float:
-        """Adapter parameters over all parameters — the paper's "3.1% of the total parameters"."""
-        return self.adapter / self.total if self.total else 0.0
+    def model_trained_share(self) -> float:
+        """The model's trained parameters over all parameters — for adapters, the paper's "3.1% of
+        the total parameters"."""
+        return self.model_trained / self.total if self.total else 0.0
 
     def as_dict(self) -> dict:
-        return {**super().as_dict(), "adapter_share": self.adapter_share}
+        """The counts under the papers' column names: ``adapter`` and ``adapter_share`` for
+        :attr:`model_trained` and :attr:`model_trained_share`."""
+        return {
+            "trainable": self.trainable,
+            "frozen": self.frozen,
+            "adapter": self.model_trained,
+            "total": self.total,
+            "trainable_share": self.trainable_share,
+            "adapter_share": self.model_trained_share,
+        }
 
 
-def count_adapted(model: nn.Module, head: nn.Module | None = None) -> AdaptedCounts:
-    """Count a :class:`~avpet_core.models.DualStreamViT` (and its task head) in the papers' convention:
-    ``adapter`` counts what the model trains (its ``trained_module()``)."""
-    adapter = sum(p.numel() for p in model.trained_module().parameters())
+def count_trained(model: nn.Module, head: nn.Module | None = None) -> AdaptedCounts:
+    """Count a model following :class:`~avpet_core.models.base.TrainableModel` (and its task head) in the
+    papers' convention: ``model_trained`` counts what the model trains (its ``trained_module()``) — the
+    adapters of a :class:`~avpet_core.models.base.FrozenEncodersModel`, the whole model of one trained end
+    to end."""
+    model_trained = sum(p.numel() for p in model.trained_module().parameters())
     counts = count_parameters(model)
     head_counts = count_parameters(head) if head is not None else ParamCounts(0, 0)
     return AdaptedCounts(
-        adapter=adapter,
+        model_trained=model_trained,
         trainable=counts.trainable + head_counts.trainable,
         frozen=counts.frozen + head_counts.frozen,
     )
 
 
-def closed_form_adapter_parameters(adapter_config, embed_dim: int, depth: int, streams: str = "both") -> int:
-    """Adapter parameters from the closed form: per adapter x sites per block x blocks x adapted streams."""
+def closed_form_adapter_parameters(
+    adapter_config: SublayerAdapterConfig | None, embed_dim: int, depth: int, streams: str = "both"
+) -> int:
+    """Sublayer adapter parameters from the closed form: per adapter x sites per block x blocks x adapted streams."""
     if adapter_config is None:
         return 0
     per_block = adapter_config.num_parameters(embed_dim) * len(adapter_config.sites)
@@ -101,24 +120,27 @@ def count_without_weights(backbone: str, adapter="avpea", streams: str = "both",
     """Build the dual-stream model on PyTorch's ``meta`` device (no weights, no memory, no download) and count it."""
     with torch.device("meta"):
         model = build_dual_stream(backbone, adapter, streams, **adapter_options)
-    return count_adapted(model)
+    return count_trained(model)
 
 
-def count_trimodal_without_weights(backbone: str, text_encoder: str, adapter="lstta", streams: str = "both",
-                                   **adapter_options) -> tuple[AdaptedCounts, dict]:
+def count_trimodal_without_weights(
+    backbone: str, text_encoder: str, adapter="lstta", streams: str = "both", **adapter_options
+) -> tuple[AdaptedCounts, dict]:
     """Build the trimodal model on the ``meta`` device (no weights, no download) and count it; also returns
     the encoders' widths and the number of stages (what the closed forms need)."""
     with torch.device("meta"):
         model = build_trimodal(backbone, adapter, streams, text_encoder=text_encoder, **adapter_options)
-    return count_adapted(model), {"dims": model.dims, "stages": model.num_stages, "depth": len(model.visual.blocks)}
+    return count_trained(model), {"dims": model.dims, "stages": model.num_stages, "depth": len(model.visual.blocks)}
 
 
-def closed_form_trimodal_parameters(adapter_config, dims: dict[str, int], stages: int, depth: int,
-                                    streams: str = "both") -> int:
-    """Adapter parameters from the closed forms: an LSTTA block per stage, or sublayer adapters in the ViT streams."""
+def closed_form_trimodal_parameters(
+    adapter_config, dims: dict[str, int], stages: int, depth: int, streams: str = "both"
+) -> int:
+    """Adapter parameters from the closed forms: a stage adapter's block (LSTTA) per stage, or sublayer adapters
+    in the ViT streams."""
     if adapter_config is None:
         return 0
-    if getattr(adapter_config, "trimodal", False):
+    if isinstance(adapter_config, StageAdapterConfig):
         return adapter_config.num_parameters(dims) * stages
     return closed_form_adapter_parameters(adapter_config, dims["visual"], depth, streams)
 

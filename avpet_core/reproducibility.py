@@ -26,11 +26,11 @@ restart itself before torch is loaded.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 import warnings
+
+from avpet_core.files import config_hash
 
 PINS: dict[str, str] = {
     "ATEN_CPU_CAPABILITY": "avx2",
@@ -51,8 +51,6 @@ UNPINNED_ENV_VAR = "AVPET_UNPINNED"
 
 CAPABILITY = "AVX2"
 """What ``torch.backends.cpu.get_cpu_capability()`` reports when the ATen pin took effect."""
-
-
 
 
 class UnpinnedWarning(UserWarning):
@@ -155,7 +153,7 @@ def environment_key() -> str:
     env = numeric_environment()
     fields = {k: env[k] for k in ("torch", "cpu_vendor", "cpu_capability", "mkl_cbwr", "onednn_max_cpu_isa")}
     fields["threads"] = NUM_THREADS if env["pinned"] else torch.get_num_threads()
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+    return config_hash(fields, 8)
 
 
 def describe(environment: dict | None = None) -> str:
@@ -165,8 +163,9 @@ def describe(environment: dict | None = None) -> str:
         f"torch {env['torch']} on {env['cpu_vendor']}, CPU capability in use {env['cpu_capability']}, "
         f"MKL_CBWR={env['mkl_cbwr']}, ONEDNN_MAX_CPU_ISA={env['onednn_max_cpu_isa']}",
         f"{env['threads']} intra-op thread(s), deterministic algorithms {'on' if env['deterministic'] else 'off'}",
-        "pinned: the book's numeric environment" if env["pinned"] else
-        "NOT pinned: trained numbers will differ from the book's (see avpet_core.reproducibility)",
+        "pinned: the book's numeric environment"
+        if env["pinned"]
+        else "NOT pinned: trained numbers will differ from the book's (see avpet_core.reproducibility)",
     ]
     return "\n".join(lines)
 

@@ -1,16 +1,26 @@
-"""One training loop for every task and adapter method.
+"""One training loop for every task and adapter method, and the pieces it is made of.
 
-``fit(model, head, task, train_set, val_set, config, run_dir)`` trains the adapters of a
-:class:`~avpet_core.models.DualStreamViT` and a task head, and leaves in ``run_dir``:
+* :func:`fit` — ``fit(model, head, task, train_set, val_set, config, run_dir)`` trains what a
+  :class:`~avpet_core.models.base.TrainableModel` trains (the adapters of a
+  :class:`~avpet_core.models.DualStreamViT`, or a whole model) and a task head, in three steps: set up
+  the run (device, optimiser, schedule, what ``resume=True`` restores, the loader), train one epoch,
+  end the epoch (evaluate, keep the best, write the files). It leaves in ``run_dir``:
 
-* ``last.safetensors`` / ``last.json`` and ``best.safetensors`` / ``best.json`` — adapters and head
-  only (:mod:`avpet_core.checkpoints`), written atomically;
-* ``state.pt`` — what ``resume=True`` needs: optimiser, schedule, random state, epoch, history;
-* ``log.csv`` and ``log.json`` — one row of metrics per epoch.
+  * ``last.safetensors`` / ``last.json`` and ``best.safetensors`` / ``best.json`` — what the model
+    trains (its adapters, or all of it) and the head only (:mod:`avpet_core.checkpoints`), written
+    atomically;
+  * ``state.pt`` — what ``resume=True`` needs: optimiser, schedule, random state, epoch, history;
+  * ``log.csv`` and ``log.json`` — one row of metrics per epoch.
 
-What it does, in order, each step: AdamW with one learning rate for the adapters (AV-PEA: 3e-4)
-and another for the head; linear warm-up then cosine decay; gradient-norm clipping; bf16 autocast
-on CUDA. The frozen backbone is never in the optimiser.
+* :class:`TrainConfig` (the settings), :class:`FitResult` (what a run produced), :func:`evaluate`
+  (a task's metrics over a dataset), :class:`TrainingError`.
+* The optimisation: :func:`parameter_groups` — AdamW with one learning rate (``model_lr``) for what
+  the model trains (its adapters, AV-PEA: 3e-4) and another (``head_lr``) for the head;
+  :func:`lr_factor` — linear warm-up then cosine decay (:func:`avpet_core.schedules.warmup_cosine`).
+  Each step also clips the gradient norm and, on CUDA, autocasts to bf16. The frozen backbone is
+  never in the optimiser.
+* The data path: :func:`epoch_order`, :class:`EpochBatchSampler`, :class:`SeededItems`,
+  :func:`training_loader` (below), and :func:`distributed_context` for several processes.
 
 Determinism: on CPU a run is a function of its seed. Each epoch draws its sample order from a
 generator seeded with ``(seed, epoch)`` and re-seeds the global RNG (dropout) the same way, the
@@ -42,6 +52,7 @@ import math
 import os
 import random
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -52,11 +63,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tqdm.auto import tqdm
 
-from avpet_core.checkpoints import load_adapters, save_adapters
+from avpet_core.checkpoints import load_trained, save_trained
 from avpet_core.evaluation import autocast_for, predict, to_device
 from avpet_core.files import atomic_write_bytes, ensure_writable
 from avpet_core.models.base import TrainableModel, check_trainable
 from avpet_core.reproducibility import NUM_THREADS, pin_runtime
+from avpet_core.schedules import warmup_cosine
 
 
 class TrainingError(ValueError):
@@ -70,7 +82,7 @@ class TrainConfig:
     Attributes:
         epochs: passes over the training set.
         batch_size: the global batch (videos or questions), split across processes.
-        adapter_lr: AdamW learning rate of what the model trains: its adapters (AV-PEA Sec. 4.1:
+        model_lr: AdamW learning rate of what the model trains: its adapters (AV-PEA Sec. 4.1:
             3e-4), or, for a model without adapters (trained end to end), all its parameters.
         head_lr: learning rate of the task head.
         weight_decay: AdamW weight decay (not applied to gates, norms and biases).
@@ -95,7 +107,7 @@ class TrainConfig:
 
     epochs: int = 4
     batch_size: int = 16
-    adapter_lr: float = 3e-4
+    model_lr: float = 3e-4
     head_lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
@@ -192,7 +204,7 @@ def default_num_workers(device: str | torch.device) -> int:
     return max(0, min(8, cores - 1))
 
 
-def item_seed(seed: int, epoch: int, index: int) -> int:
+def epoch_item_seed(seed: int, epoch: int, index: int) -> int:
     """The seed of the global RNGs while item ``index`` is read in ``epoch`` (any process, any worker)."""
     return (seed * 1_000_003 + epoch) * 1_000_000_007 + index
 
@@ -220,8 +232,10 @@ class EpochBatchSampler(Sampler[list]):
         order = epoch_order(self.length, self.seed, self.epoch)
         per_rank = self.batch_size // self.world
         steps = math.ceil(self.length / self.batch_size)
-        shares = (order[s * self.batch_size : (s + 1) * self.batch_size][self.rank * per_rank : (self.rank + 1) * per_rank]
-                  for s in range(steps))
+        shares = (
+            order[s * self.batch_size : (s + 1) * self.batch_size][self.rank * per_rank : (self.rank + 1) * per_rank]
+            for s in range(steps)
+        )
         return [share for share in shares if share]
 
     def __iter__(self):
@@ -234,7 +248,7 @@ class EpochBatchSampler(Sampler[list]):
 
 class SeededItems(Dataset):
     """``dataset`` read by ``(epoch, index)``, each item with the global RNGs seeded from
-    :func:`item_seed` and restored afterwards (torch's CPU generator, ``random``, NumPy's)."""
+    :func:`epoch_item_seed` and restored afterwards (torch's CPU generator, ``random``, NumPy's)."""
 
     def __init__(self, dataset: Dataset, seed: int):
         self.dataset, self.seed = dataset, seed
@@ -244,13 +258,15 @@ class SeededItems(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
-        seed = item_seed(self.seed, epoch, index)
+        seed = epoch_item_seed(self.seed, epoch, index)
         python_state = random.getstate()
         numpy = _numpy()
         numpy_state = numpy.random.get_state() if numpy is not None else None
         try:
             with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(seed)  # the CPU generator (torch.manual_seed also seeds CUDA: 0.1 ms)
+                torch.default_generator.manual_seed(
+                    seed
+                )  # the CPU generator (torch.manual_seed also seeds CUDA: 0.1 ms)
                 random.seed(seed)
                 if numpy is not None:
                     numpy.random.seed(seed % 2**32)
@@ -278,8 +294,9 @@ def _seed_worker(worker_id: int) -> None:
         numpy.random.seed(seed)
 
 
-def training_loader(dataset: Dataset, sampler: EpochBatchSampler, config: TrainConfig,
-                    device: str | torch.device = "cpu") -> DataLoader:
+def training_loader(
+    dataset: Dataset, sampler: EpochBatchSampler, config: TrainConfig, device: str | torch.device = "cpu"
+) -> DataLoader:
     """The loader of :func:`fit`: ``sampler``'s batches of ``dataset``, collated by ``default_collate``.
 
     Workers (``config.num_workers``, see :func:`default_num_workers`) stay alive across epochs; the
@@ -290,19 +307,26 @@ def training_loader(dataset: Dataset, sampler: EpochBatchSampler, config: TrainC
     pin = device.type == "cuda" if config.pin_memory is None else config.pin_memory
     options = {}
     if workers > 0:
-        options = {"prefetch_factor": config.prefetch_factor, "persistent_workers": True, "worker_init_fn": _seed_worker}
-    return DataLoader(SeededItems(dataset, config.seed), batch_sampler=sampler, num_workers=workers,
-                      collate_fn=default_collate, pin_memory=pin and torch.cuda.is_available(),
-                      generator=torch.Generator().manual_seed(config.seed), **options)
+        options = {
+            "prefetch_factor": config.prefetch_factor,
+            "persistent_workers": True,
+            "worker_init_fn": _seed_worker,
+        }
+    return DataLoader(
+        SeededItems(dataset, config.seed),
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=default_collate,
+        pin_memory=pin and torch.cuda.is_available(),
+        generator=torch.Generator().manual_seed(config.seed),
+        **options,
+    )
 
 
 def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
-    """Linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to zero."""
-    warmup = max(1, int(round(total * warmup_fraction)))
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    """Linear warm-up over ``warmup_fraction`` of the steps (at least one), then cosine decay to zero
+    (:func:`avpet_core.schedules.warmup_cosine`)."""
+    return warmup_cosine(step, total, max(1, int(round(total * warmup_fraction))))
 
 
 def parameter_groups(model: TrainableModel, head: nn.Module, config: TrainConfig) -> list[dict]:
@@ -313,7 +337,10 @@ def parameter_groups(model: TrainableModel, head: nn.Module, config: TrainConfig
     model trained end to end), in the group named by its ``checkpoint_prefix``.
     """
     groups = []
-    for name, module, lr in ((model.checkpoint_prefix, model.trained_module(), config.adapter_lr), ("head", head, config.head_lr)):
+    for name, module, lr in (
+        (model.checkpoint_prefix, model.trained_module(), config.model_lr),
+        ("head", head, config.head_lr),
+    ):
         decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
         groups.append({"name": f"{name}", "params": decay, "lr": lr, "weight_decay": config.weight_decay})
@@ -324,11 +351,19 @@ def parameter_groups(model: TrainableModel, head: nn.Module, config: TrainConfig
 # -- the loop ---------------------------------------------------------------------------------
 
 
-def evaluate(model: nn.Module, head: nn.Module, task: LoopTask, dataset: Dataset, config: TrainConfig) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, head: nn.Module, task: LoopTask, dataset: Dataset, config: TrainConfig
+) -> dict[str, float]:
     """Metrics of ``task`` over the whole ``dataset`` (one :func:`avpet_core.evaluation.predict` pass)."""
-    predictions, batches = predict(lambda batch: head.predict(head(task.features(model, batch), batch)), (model, head),
-                                   dataset, batch_size=config.eval_batch_size, device=config.device, bf16=config.bf16,
-                                   drop=task.inputs)
+    predictions, batches = predict(
+        lambda batch: head.predict(head(task.features(model, batch), batch)),
+        (model, head),
+        dataset,
+        batch_size=config.eval_batch_size,
+        device=config.device,
+        bf16=config.bf16,
+        drop=task.inputs,
+    )
     return task.metrics(predictions, batches)
 
 
@@ -358,8 +393,39 @@ def fit(
         metadata: stored in every checkpoint's JSON (e.g. the experiment's name and settings).
         on_step: called as ``on_step(epoch, step_in_epoch, loss)`` after every optimiser step.
     """
-    check_trainable(model, "fit")
-    rank, world = distributed_context()
+    run = _set_up(model, head, task, train_set, config, run_dir, resume)
+    for epoch in range(run.start_epoch, config.epochs):
+        started = time.perf_counter()
+        losses = _train_epoch(run, epoch, on_step)
+        _end_epoch(run, epoch, losses, started, val_set, metadata)
+    return run.result
+
+
+@dataclass
+class _Run:
+    """What :func:`fit` sets up once and every epoch uses."""
+
+    model: TrainableModel
+    head: Head
+    task: LoopTask
+    config: TrainConfig
+    run_dir: Path | None
+    rank: int
+    world: int
+    device: torch.device
+    forward: nn.Module  # model + head as one module: DDP-wrapped with several processes, compiled if asked
+    autocast: AbstractContextManager  # bf16 on CUDA, a no-op on CPU (avpet_core.evaluation.autocast_for)
+    optimiser: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    sampler: EpochBatchSampler
+    loader: DataLoader
+    steps_per_epoch: int
+    result: FitResult
+    start_epoch: int  # 0, or the epochs a resumed run had finished
+
+
+def _check_request(config: TrainConfig, world: int, resume: bool, run_dir) -> torch.device:
+    """The device of the run; :class:`TrainingError` for a run that cannot start as asked."""
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError("device 'cuda' was asked for, but PyTorch sees no CUDA device")
@@ -367,26 +433,30 @@ def fit(
         raise TrainingError(f"the global batch {config.batch_size} does not split evenly over {world} processes")
     if resume and run_dir is None:
         raise TrainingError("resume=True needs a run directory")
+    return device
+
+
+def _set_up(
+    model: TrainableModel,
+    head: Head,
+    task: LoopTask,
+    train_set: Dataset,
+    config: TrainConfig,
+    run_dir: str | Path | None,
+    resume: bool,
+) -> _Run:
+    """Everything before the first epoch: checks, numerics, devices, optimiser and schedule, the
+    state of a resumed run, the loader."""
+    check_trainable(model, "fit")
+    rank, world = distributed_context()
+    device = _check_request(config, world, resume, run_dir)
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None and rank == 0:
         ensure_writable(run_dir)
 
-    if device.type == "cpu":
-        pin_runtime()
-        torch.set_num_threads(config.num_threads)
-    model.to(device)
-    head.to(device)
-    if device.type == "cuda" and hasattr(model, "set_fused_attention"):
-        model.set_fused_attention(True)  # timm's F.scaled_dot_product_attention path (flash attention in bf16)
-    trainable = _Trainable(model, head, task)
-    if world > 1:
-        trainable = nn.parallel.DistributedDataParallel(trainable, device_ids=[device.index] if device.type == "cuda" else None)
-
+    trainable = _place(model, head, task, config, device, world)
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    fused = device.type == "cuda" if config.fused_optimizer is None else config.fused_optimizer
-    optimiser = torch.optim.AdamW(parameter_groups(model, head, config), **({"fused": True} if fused else {}))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: lr_factor(step, total_steps, config.warmup_fraction))
+    optimiser, schedule = _optimiser_and_schedule(model, head, config, device, steps_per_epoch * config.epochs)
     result = FitResult(run_dir=str(run_dir) if run_dir else None)
     start_epoch = 0
     if resume:
@@ -396,47 +466,115 @@ def fit(
     forward = torch.compile(trainable) if config.compile else trainable
     sampler = EpochBatchSampler(len(train_set), config.batch_size, config.seed, rank, world)
     loader = training_loader(train_set, sampler, config, device)
-    for epoch in range(start_epoch, config.epochs):
-        torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout and any other global randomness
-        sampler.set_epoch(epoch)
-        model.train()
-        head.train()
-        started, losses = time.perf_counter(), []
-        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", config.progress and rank == 0)
-        for step, batch in enumerate(loader):
-            batch = to_device(batch, device)
-            with autocast:
-                output = forward(batch)
-                loss = head.loss(output, batch)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_([p for g in optimiser.param_groups for p in g["params"]], config.grad_clip)
-            optimiser.step()
-            schedule.step()
-            losses.append(_mean_over_ranks(loss.detach(), world))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            if on_step is not None:
-                on_step(epoch, step, losses[-1])
+    return _Run(
+        model,
+        head,
+        task,
+        config,
+        run_dir,
+        rank,
+        world,
+        device,
+        forward,
+        autocast,
+        optimiser,
+        schedule,
+        sampler,
+        loader,
+        steps_per_epoch,
+        result,
+        start_epoch,
+    )
+
+
+def _place(
+    model: TrainableModel, head: Head, task: LoopTask, config: TrainConfig, device: torch.device, world: int
+) -> nn.Module:
+    """The CPU numerics (pins, threads), model and head on ``device``, and the pair as one module
+    (:class:`_Trainable`, wrapped in ``DistributedDataParallel`` with several processes)."""
+    if device.type == "cpu":
+        pin_runtime()
+        torch.set_num_threads(config.num_threads)
+    model.to(device)
+    head.to(device)
+    if device.type == "cuda" and hasattr(model, "set_fused_attention"):
+        model.set_fused_attention(True)  # timm's F.scaled_dot_product_attention path (flash attention in bf16)
+    trainable = _Trainable(model, head, task)
+    if world > 1:
+        device_ids = [device.index] if device.type == "cuda" else None
+        trainable = nn.parallel.DistributedDataParallel(trainable, device_ids=device_ids)
+    return trainable
+
+
+def _optimiser_and_schedule(
+    model: TrainableModel, head: Head, config: TrainConfig, device: torch.device, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over :func:`parameter_groups` (fused on CUDA unless told otherwise) and its
+    :func:`lr_factor` schedule over ``total_steps``."""
+    fused = device.type == "cuda" if config.fused_optimizer is None else config.fused_optimizer
+    optimiser = torch.optim.AdamW(parameter_groups(model, head, config), **({"fused": True} if fused else {}))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: lr_factor(step, total_steps, config.warmup_fraction)
+    )
+    return optimiser, schedule
+
+
+def _train_epoch(run: _Run, epoch: int, on_step: Callable[[int, int, float], None] | None) -> list[float]:
+    """One pass over the training set (its order and dropout seeded by ``(seed, epoch)``); the loss
+    of each step, averaged over the processes."""
+    config, optimiser = run.config, run.optimiser
+    torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout and any other global randomness
+    run.sampler.set_epoch(epoch)
+    run.model.train()
+    run.head.train()
+    losses = []
+    bar = _progress(run.steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", config.progress and run.rank == 0)
+    for step, batch in enumerate(run.loader):
+        batch = to_device(batch, run.device)
+        with run.autocast:
+            output = run.forward(batch)
+            loss = run.head.loss(output, batch)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in optimiser.param_groups for p in g["params"]], config.grad_clip)
+        optimiser.step()
+        run.schedule.step()
+        losses.append(_mean_over_ranks(loss.detach(), run.world))
         if bar is not None:
-            bar.close()
-        metrics = evaluate(model, head, task, val_set, config) if val_set is not None else {}
-        row = {"epoch": epoch + 1, "train_loss": sum(losses) / max(1, len(losses)), **{f"val_{k}": v for k, v in metrics.items()},
-               "seconds": time.perf_counter() - started}
-        result.history.append(row)
-        improved = not result.best or val_set is None or row[f"val_{task.metric}"] > result.best[f"val_{task.metric}"]
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if on_step is not None:
+            on_step(epoch, step, losses[-1])
+    if bar is not None:
+        bar.close()
+    return losses
+
+
+def _end_epoch(
+    run: _Run, epoch: int, losses: list[float], started: float, val_set: Dataset | None, metadata: dict | None
+) -> None:
+    """Evaluate on ``val_set``, add the epoch's row to the history, keep it as the best if it is,
+    and (rank 0, with a run directory) write the checkpoints, the state and the logs."""
+    model, head, task, result = run.model, run.head, run.task, run.result
+    metrics = evaluate(model, head, task, val_set, run.config) if val_set is not None else {}
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": sum(losses) / max(1, len(losses)),
+        **{f"val_{k}": v for k, v in metrics.items()},
+        "seconds": time.perf_counter() - started,
+    }
+    result.history.append(row)
+    improved = not result.best or val_set is None or row[f"val_{task.metric}"] > result.best[f"val_{task.metric}"]
+    if improved:
+        result.best = dict(row)
+    if run.run_dir is not None and run.rank == 0:
+        meta = {**(metadata or {}), "epoch": epoch + 1, "metrics": row}
+        save_trained(run.run_dir / "last", model, head, metadata=meta)
         if improved:
-            result.best = dict(row)
-        if run_dir is not None and rank == 0:
-            meta = {**(metadata or {}), "epoch": epoch + 1, "metrics": row}
-            save_adapters(run_dir / "last", model, head, metadata=meta)
-            if improved:
-                save_adapters(run_dir / "best", model, head, metadata=meta)
-            _save_state(run_dir, epoch + 1, optimiser, schedule, result)
-            _write_logs(run_dir, result.history)
-    return result
+            save_trained(run.run_dir / "best", model, head, metadata=meta)
+        _save_state(run.run_dir, epoch + 1, run.optimiser, run.schedule, result)
+        _write_logs(run.run_dir, result.history)
 
 
 def _mean_over_ranks(value: torch.Tensor, world: int) -> float:
@@ -475,7 +613,7 @@ def _restore(run_dir: Path, model, head, optimiser, schedule, result: FitResult)
         state = torch.load(state_path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises several types for a torn or foreign file
         raise TrainingError(f"{state_path}: cannot read the training state ({err})") from err
-    load_adapters(run_dir / "last", model, head)
+    load_trained(run_dir / "last", model, head)
     optimiser.load_state_dict(state["optimiser"])
     schedule.load_state_dict(state["schedule"])
     torch.set_rng_state(state["rng"])

@@ -80,7 +80,7 @@ class ReferenceFileError(ValueError):
 
 @dataclass(frozen=True)
 class Claim:
-    """"The mean of ``values`` is above (or below) ``threshold``", tested over seeds; every claim a
+    """ "The mean of ``values`` is above (or below) ``threshold``", tested over seeds; every claim a
     chapter passes to :func:`verify` is asserted.
 
     ``values`` are one number per seed: a row's metric, or a paired difference (:meth:`paired`).
@@ -99,7 +99,9 @@ class Claim:
         if self.direction not in ("greater", "less"):
             raise ValueError(f"claim {self.statement!r}: direction must be 'greater' or 'less', got {self.direction!r}")
         if len(self.values) < 2:
-            raise ValueError(f"claim {self.statement!r}: a claim over seeds needs two values or more, got {len(self.values)}")
+            raise ValueError(
+                f"claim {self.statement!r}: a claim over seeds needs two values or more, got {len(self.values)}"
+            )
 
     @classmethod
     def above(cls, statement: str, values: Sequence[float] | Mapping[int, float], threshold: float = 0.0) -> "Claim":
@@ -110,23 +112,28 @@ class Claim:
         return cls(statement, _as_tuple(values), float(threshold), "less")
 
     @classmethod
-    def paired(cls, statement: str, values: Mapping[int, float] | Sequence[float],
-               baseline: Mapping[int, float] | Sequence[float],
-               direction: Literal["greater", "less"] = "greater") -> "Claim":
+    def paired(
+        cls,
+        statement: str,
+        values: Mapping[int, float] | Sequence[float],
+        baseline: Mapping[int, float] | Sequence[float],
+        direction: Literal["greater", "less"] = "greater",
+    ) -> "Claim":
         """``values - baseline > 0`` (or ``< 0``) seed by seed; mappings are aligned on the seeds they share."""
         if isinstance(values, Mapping) and isinstance(baseline, Mapping):
             differences = [values[s] - baseline[s] for s in values if s in baseline]
         else:
             values, baseline = _as_tuple(values), _as_tuple(baseline)
             if len(values) != len(baseline):
-                raise ValueError(f"claim {statement!r}: paired values need the same length, got "
-                                 f"{len(values)} and {len(baseline)}")
+                raise ValueError(
+                    f"claim {statement!r}: paired values need the same length, got {len(values)} and {len(baseline)}"
+                )
             differences = [v - b for v, b in zip(values, baseline)]
         return cls(statement, _as_tuple(differences), 0.0, direction)
 
     @classmethod
     def every(cls, statement: str, parts: Sequence["Claim"]) -> "Claim":
-        """"Each of ``parts`` holds", as one claim: an intersection-union test, separated when every part
+        """ "Each of ``parts`` holds", as one claim: an intersection-union test, separated when every part
         is separated at the claim's level, so its p value is the largest of the parts' (no correction is
         needed among the parts: the claim is false if any part is, and each part alone keeps the level)."""
         if not parts:
@@ -191,13 +198,15 @@ def welch_p_value(ours: Sequence[float], reference: Sequence[float], resolution:
     from scipy import stats
 
     if len(ours) < 2 or len(reference) < 2:
-        raise ValueError(f"a two-sample test needs two values or more on each side, got {len(ours)} and {len(reference)}")
+        raise ValueError(
+            f"a two-sample test needs two values or more on each side, got {len(ours)} and {len(reference)}"
+        )
     va, vb = max(_sd(ours), resolution) ** 2 / len(ours), max(_sd(reference), resolution) ** 2 / len(reference)
     difference = sum(ours) / len(ours) - sum(reference) / len(reference)
     if va + vb == 0.0:
         return 1.0 if difference == 0.0 else 0.0
     t = difference / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(ours) - 1) + vb ** 2 / (len(reference) - 1))
+    df = (va + vb) ** 2 / (va**2 / (len(ours) - 1) + vb**2 / (len(reference) - 1))
     return float(2 * stats.t.sf(abs(t), df))
 
 
@@ -261,7 +270,9 @@ def load_reference(path: Path | str) -> dict | None:
         raise ReferenceFileError(f"{path}: a reference run is a JSON object, found {type(reference).__name__}")
     for key in ("settings", "seeds", "fingerprint", "metrics"):
         if key not in reference:
-            raise ReferenceFileError(f"{path}: no {key!r} entry (a reference run has settings, seeds, fingerprint, metrics)")
+            raise ReferenceFileError(
+                f"{path}: no {key!r} entry (a reference run has settings, seeds, fingerprint, metrics)"
+            )
     metrics = {}
     for name, values in reference["metrics"].items():
         if not isinstance(values, dict):
@@ -269,7 +280,9 @@ def load_reference(path: Path | str) -> dict | None:
         try:
             metrics[name] = {int(seed): float(value) for seed, value in values.items()}
         except (TypeError, ValueError):
-            raise ReferenceFileError(f"{path}: metric {name!r} has a seed or value that is not a number: {values!r}") from None
+            raise ReferenceFileError(
+                f"{path}: metric {name!r} has a seed or value that is not a number: {values!r}"
+            ) from None
     reference["metrics"] = metrics
     return reference
 
@@ -285,7 +298,9 @@ def write_reference(study: SeedStudy, path: Path | str, environment: dict, finge
         "seeds": study.seeds,
         "environment": environment,
         "fingerprint": fingerprint,
-        "metrics": {name: {str(seed): values[seed] for seed in sorted(values)} for name, values in study.metrics.items()},
+        "metrics": {
+            name: {str(seed): values[seed] for seed in sorted(values)} for name, values in study.metrics.items()
+        },
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -316,13 +331,19 @@ class Verification:
     def report(self) -> str:
         lines = [f"{self.chapter}: checked in {self.mode.upper()} mode: {self.reason}"]
         if self.consistency is not None:
-            lines += ["", f"consistency with the reference (Welch's t, two-sided; Holm over {len(self.consistency)} "
-                          f"metrics at {100 * CONSISTENCY_LEVEL:.1f}% family-wise):",
-                      self.consistency.to_string(index=False)]
+            lines += [
+                "",
+                f"consistency with the reference (Welch's t, two-sided; Holm over {len(self.consistency)} "
+                f"metrics at {100 * CONSISTENCY_LEVEL:.1f}% family-wise):",
+                self.consistency.to_string(index=False),
+            ]
         if len(self.claims):
-            lines += ["", f"the chapter's claims, on this run's seeds (one-sided t; 'all parts': the largest p of "
-                          f"its parts; Holm over {len(self.claims)} claim(s) at {100 * CLAIM_LEVEL:.0f}% family-wise):",
-                      self.claims.to_string(index=False)]
+            lines += [
+                "",
+                f"the chapter's claims, on this run's seeds (one-sided t; 'all parts': the largest p of "
+                f"its parts; Holm over {len(self.claims)} claim(s) at {100 * CLAIM_LEVEL:.0f}% family-wise):",
+                self.claims.to_string(index=False),
+            ]
         if self.written is not None:
             lines += ["", f"reference written: {_shown(self.written)}"]
         if self.note:
@@ -333,8 +354,15 @@ class Verification:
     __str__ = report
 
 
-def verify(study: SeedStudy, claims: Sequence[Claim] = (), *, directory: Path | str | None = None,
-           write: bool | None = None, fingerprint: dict | None = None, quiet: bool = False) -> Verification:
+def verify(
+    study: SeedStudy,
+    claims: Sequence[Claim] = (),
+    *,
+    directory: Path | str | None = None,
+    write: bool | None = None,
+    fingerprint: dict | None = None,
+    quiet: bool = False,
+) -> Verification:
     """Check ``study`` against its chapter's reference and test ``claims``; print the report, and raise
     :class:`VerificationError` if the run does not reproduce the reference or an asserted claim is not
     separated (after writing the reference, when asked: nothing computed is lost).
@@ -343,7 +371,6 @@ def verify(study: SeedStudy, claims: Sequence[Claim] = (), *, directory: Path | 
     process runs under the book's pins and the run is consistent with the old one. ``fingerprint``
     replaces this process's weight fingerprint (tests; it is otherwise computed, in seconds).
     """
-    import pandas as pd
 
     from avpet_core import reproducibility
 
@@ -366,22 +393,29 @@ def verify(study: SeedStudy, claims: Sequence[Claim] = (), *, directory: Path | 
     if reference is None:
         mode, reason = "claims only", f"no reference run at {_shown(path)}"
     elif reference["settings"] != settings:
-        changed = sorted(k for k in set(settings) | set(reference["settings"])
-                         if settings.get(k) != reference["settings"].get(k))
-        differences = ", ".join(f"{k}: {reference['settings'].get(k)!r} there, {settings.get(k)!r} here" for k in changed)
+        changed = sorted(
+            k for k in set(settings) | set(reference["settings"]) if settings.get(k) != reference["settings"].get(k)
+        )
+        differences = ", ".join(
+            f"{k}: {reference['settings'].get(k)!r} there, {settings.get(k)!r} here" for k in changed
+        )
         mode, reason = "claims only", f"the reference ({path.name}) was made with other settings ({differences})"
     elif reference["fingerprint"] == this_fingerprint() and reference["seeds"] == study.seeds:
         mode = "exact"
-        reason = (f"this process's numeric environment is the reference's (weight fingerprint "
-                  f"{_short(own_fingerprint)}, {reference['environment'].get('known_environment') or 'unnamed'}) "
-                  f"and so are the settings and seeds {study.seeds}: every value must be equal bit for bit")
+        reason = (
+            f"this process's numeric environment is the reference's (weight fingerprint "
+            f"{_short(own_fingerprint)}, {reference['environment'].get('known_environment') or 'unnamed'}) "
+            f"and so are the settings and seeds {study.seeds}: every value must be equal bit for bit"
+        )
         failures += _exact_failures(study, reference)
     else:
         mode = "statistical"
         why = []
         if reference["fingerprint"] != own_fingerprint:
-            why.append(f"this process's weight fingerprint {_short(own_fingerprint)} is not the reference's "
-                       f"{_short(reference['fingerprint'])} ({reference['environment'].get('known_environment') or 'unnamed'})")
+            why.append(
+                f"this process's weight fingerprint {_short(own_fingerprint)} is not the reference's "
+                f"{_short(reference['fingerprint'])} ({reference['environment'].get('known_environment') or 'unnamed'})"
+            )
         if reference["seeds"] != study.seeds:
             why.append(f"the seeds {study.seeds} are not the reference's {reference['seeds']}")
         reason = "; ".join(why) + ", so each metric is compared as a new draw over seeds"
@@ -389,8 +423,11 @@ def verify(study: SeedStudy, claims: Sequence[Claim] = (), *, directory: Path | 
         failures += inconsistent
 
     claims_table = _claims_table(claims)
-    failures += [f"claim not separated: {row.claim} (p = {row.p:.2g}, Holm threshold {row.threshold:.2g})"
-                 for row in claims_table.itertuples() if row.verdict != "separated"]
+    failures += [
+        f"claim not separated: {row.claim} (p = {row.p:.2g}, Holm threshold {row.threshold:.2g})"
+        for row in claims_table.itertuples()
+        if row.verdict != "separated"
+    ]
 
     written, note = None, ""
     if write:
@@ -435,18 +472,29 @@ def _consistency(study: SeedStudy, reference: dict):
     names = [n for n in study.metrics if n in reference["metrics"]]
     failures += [f"metric {n!r} is missing from this run" for n in reference["metrics"] if n not in study.metrics]
     failures += [f"metric {n!r} is not in the reference" for n in study.metrics if n not in reference["metrics"]]
-    p_values = {n: welch_p_value(list(study.metrics[n].values()), list(reference["metrics"][n].values()),
-                                 study.resolution) for n in names}
+    p_values = {
+        n: welch_p_value(list(study.metrics[n].values()), list(reference["metrics"][n].values()), study.resolution)
+        for n in names
+    }
     corrected = holm(p_values, CONSISTENCY_LEVEL)
     for n in names:
         ours, theirs = list(study.metrics[n].values()), list(reference["metrics"][n].values())
         threshold, rejected = corrected[n]
-        rows.append({"metric": n, "here": f"{_mean(ours):.4f} ± {_sd(ours):.4f}",
-                     "reference": f"{_mean(theirs):.4f} ± {_sd(theirs):.4f}", "p": float(f"{p_values[n]:.3g}"),
-                     "threshold": float(f"{threshold:.3g}"), "consistent": not rejected})
+        rows.append(
+            {
+                "metric": n,
+                "here": f"{_mean(ours):.4f} ± {_sd(ours):.4f}",
+                "reference": f"{_mean(theirs):.4f} ± {_sd(theirs):.4f}",
+                "p": float(f"{p_values[n]:.3g}"),
+                "threshold": float(f"{threshold:.3g}"),
+                "consistent": not rejected,
+            }
+        )
         if rejected:
-            failures.append(f"{n}: mean {_mean(ours):.4f} here against {_mean(theirs):.4f} in the reference "
-                            f"(p = {p_values[n]:.2g} < Holm threshold {threshold:.2g})")
+            failures.append(
+                f"{n}: mean {_mean(ours):.4f} here against {_mean(theirs):.4f} in the reference "
+                f"(p = {p_values[n]:.2g} < Holm threshold {threshold:.2g})"
+            )
     table = pd.DataFrame(rows, columns=["metric", "here", "reference", "p", "threshold", "consistent"])
     return table, failures
 
@@ -459,12 +507,22 @@ def _claims_table(claims: Sequence[Claim]):
         raise ValueError(f"claims must have different statements: {statements}")
     p_values = {c.statement: c.p_value() for c in claims}
     corrected = holm(p_values, CLAIM_LEVEL)
-    rows = [{"claim": c.statement, "test": c.describe_test(), "seeds": c.seeds, "weakest part": c.weakest() if c.parts else "",
-             "its mean": float(f"{c.mean:.4g}"), "p": float(f"{p_values[c.statement]:.3g}"),
-             "threshold": float(f"{corrected[c.statement][0]:.3g}"),
-             "verdict": "separated" if corrected[c.statement][1] else "not separated"}
-            for c in claims]
-    return pd.DataFrame(rows, columns=["claim", "test", "seeds", "weakest part", "its mean", "p", "threshold", "verdict"])
+    rows = [
+        {
+            "claim": c.statement,
+            "test": c.describe_test(),
+            "seeds": c.seeds,
+            "weakest part": c.weakest() if c.parts else "",
+            "its mean": float(f"{c.mean:.4g}"),
+            "p": float(f"{p_values[c.statement]:.3g}"),
+            "threshold": float(f"{corrected[c.statement][0]:.3g}"),
+            "verdict": "separated" if corrected[c.statement][1] else "not separated",
+        }
+        for c in claims
+    ]
+    return pd.DataFrame(
+        rows, columns=["claim", "test", "seeds", "weakest part", "its mean", "p", "threshold", "verdict"]
+    )
 
 
 # -------------------------------------------------------------------------------------------- helpers

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 
-
 class NetworkBlocked(OSError):
     """Raised by every socket resolve/connect attempt during the tests."""
 
@@ -56,6 +55,24 @@ def restore_torch_state():
 
 @pytest.fixture
 def tiny_pretrain_config():
+    """A micro-ViT pretraining of a few seconds (8 steps)."""
     from avpet_core.backbones.micro_vit import PretrainConfig
 
     return PretrainConfig(steps=8, batch_size=8, test_size=32, eval_every=4)
+
+
+@pytest.fixture
+def tiny_text_config():
+    """A micro text encoder pretraining of a few seconds (two blocks of width 24, 6 steps, a corpus of
+    12 videos and 12 scenes)."""
+    from avpet_core.backbones.micro_text import MicroTextConfig, TextPretrainConfig
+    from avpet_core.data.synthetic.text import TextCorpusConfig
+
+    return TextPretrainConfig(
+        model=MicroTextConfig(width=24, depth=2, num_heads=2, ffn_dim=32, max_length=24),
+        corpus=TextCorpusConfig(num_videos=12, num_scenes=12, num_eval_videos=4, num_eval_scenes=4),
+        steps=6,
+        batch_size=8,
+        eval_every=3,
+        warmup_steps=2,
+    )

@@ -14,7 +14,9 @@ from avpet_core.tasks import AVELTask
 from avpet_core.train import TrainConfig, distributed_context, fit
 
 DATA = SynthAVEConfig(num_videos=8, num_eval_videos=4)
-CONFIG = TrainConfig(epochs=2, batch_size=4, adapter_lr=1e-2, head_lr=1e-2, progress=False, eval_batch_size=4, num_threads=1)
+CONFIG = TrainConfig(
+    epochs=2, batch_size=4, model_lr=1e-2, head_lr=1e-2, progress=False, eval_batch_size=4, num_threads=1
+)
 
 
 def main(out_path: str) -> None:

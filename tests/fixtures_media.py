@@ -28,7 +28,9 @@ def tone(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
     return np.repeat(wave[None, :], channels, axis=0).astype(np.float32)
 
 
-def write_mp4(path: Path, *, seconds: int = 10, audio: bool = True, audio_rate: int = 22_050, channels: int = 2) -> Path:
+def write_mp4(
+    path: Path, *, seconds: int = 10, audio: bool = True, audio_rate: int = 22_050, channels: int = 2
+) -> Path:
     """Encode a test video (solid colour per second, optional AAC tone track)."""
     import av
 

@@ -1,7 +1,10 @@
-"""Adapters on the dual-stream frozen ViT: invariants checked for every method x placement (PEFT style).
+"""Adapters on the frozen encoders: invariants checked for every method x placement (PEFT style).
 
 The table: every adapter method (Houlsby bottleneck, AV-PEA, LAVISH with both presets) crossed
 with every placement of AV-PEA's Table 4 (adapters in the audio stream, the visual stream, both).
+The registry contract: every entry of each adapter registry (sublayer: ``SUBLAYER_ADAPTERS``; stage:
+``STAGE_ADAPTERS``), in every model that takes its role, leaves the frozen model's output unchanged
+as built, trains nothing but its own weights, and has the closed form of :mod:`avpet_core.params`.
 """
 
 from __future__ import annotations
@@ -13,20 +16,42 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from avpet_core.adapters import (
+    ADAPTER_CONFIGS,
     LAVISH_AVE,
     LAVISH_AVQA,
+    METHODS,
+    STAGE_ADAPTERS,
+    SUBLAYER_ADAPTERS,
     AdapterConfigError,
     AVPEAAdapter,
     AVPEAConfig,
     BottleneckConfig,
     LavishConfig,
+    StageAdapter,
+    StageAdapterConfig,
+    StageOutput,
+    SublayerAdapter,
+    SublayerAdapterConfig,
     adapter_config,
     cls_cross_attention,
     config_from_dict,
 )
-from avpet_core.backbones import MICRO_VIT, create_backbone, normalise_images
-from avpet_core.models import DualStreamConfig, DualStreamError, DualStreamViT, build_dual_stream
-from avpet_core.params import closed_form_adapter_parameters, count_adapted, count_without_weights
+from avpet_core.backbones import MICRO_VIT, create_backbone, create_text_encoder, normalise_images
+from avpet_core.models import (
+    STREAMS,
+    DualStreamConfig,
+    DualStreamError,
+    DualStreamViT,
+    TrimodalConfig,
+    TrimodalModel,
+    build_dual_stream,
+)
+from avpet_core.params import (
+    closed_form_adapter_parameters,
+    closed_form_trimodal_parameters,
+    count_trained,
+    count_without_weights,
+)
 
 CONFIGS = {
     "houlsby": BottleneckConfig(),
@@ -85,7 +110,9 @@ def test_zero_initialised_adapters_leave_the_backbone_unchanged(method, placemen
     visual_ref, audio_ref = frozen_reference(model, frames, audio)
     assert torch.equal(out.visual_tokens, visual_ref)
     assert torch.equal(out.audio_tokens, audio_ref)
-    gates = [g for stream in model.adapters.values() for block in stream for a in block.values() for g in a.gates().values()]
+    gates = [
+        g for stream in model.adapters.values() for block in stream for a in block.values() for g in a.gates().values()
+    ]
     assert gates and all(g.item() == 0.0 for g in gates)
 
     set_gates(model, 0.5)  # the check is not vacuous: open gates change the adapted streams
@@ -100,7 +127,8 @@ def test_no_adapter_is_the_backbone():
     frames, audio = inputs()
     out = model(frames, audio)
     assert len(model.adapters) == 0 and model.config.adapted_streams == ()
-    assert all(torch.equal(a, b) for a, b in zip((out.visual_tokens, out.audio_tokens), frozen_reference(model, frames, audio)))
+    reference = frozen_reference(model, frames, audio)
+    assert all(torch.equal(a, b) for a, b in zip((out.visual_tokens, out.audio_tokens), reference))
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,7 +139,8 @@ def test_no_adapter_is_the_backbone():
 def test_only_adapter_weights_train(method, placement):
     model = make_model(method, placement).train()
     assert not model.backbone.training, "the frozen backbone stays in eval mode"
-    assert set(model.adapters) == set(model.config.adapted_streams) == set(placement.replace("both", "visual audio").split())
+    streams = set(placement.replace("both", "visual audio").split())
+    assert set(model.adapters) == set(model.config.adapted_streams) == streams
 
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {f"adapters.{name}" for name, _ in model.adapters.named_parameters()}
@@ -210,13 +239,14 @@ def test_avpea_adapter_follows_equations_5_to_8():
     expected = torch.empty_like(x)
     for b in range(2):
         logits = torch.stack([x[b, 0] @ other[b, j] for j in range(1 + m)]) / math.sqrt(dim)
-        ca = 0.7 * (torch.softmax(logits, 0) @ other[b])            # eq. 7
-        rows = torch.cat([ca[None], x[b, 1:]])                       # [CA ; X_p]
+        ca = 0.7 * (torch.softmax(logits, 0) @ other[b])  # eq. 7
+        rows = torch.cat([ca[None], x[b, 1:]])  # [CA ; X_p]
         expected[b] = -1.3 * (torch.relu(rows @ w1.T + b1) @ w2.T + b2)  # eq. 5, f = Linear-ReLU-Linear
     torch.testing.assert_close(adapter(x, {"audio": other}), expected, rtol=1e-5, atol=1e-6)
 
     assert adapter.bottleneck.down.out_features == dim // 4  # D = reduction * d
-    assert AVPEAAdapter(768).bottleneck.down.out_features == 96 and AVPEAAdapter(1024).bottleneck.down.out_features == 128
+    assert AVPEAAdapter(768).bottleneck.down.out_features == 96
+    assert AVPEAAdapter(1024).bottleneck.down.out_features == 128
 
 
 def test_avpea_unscaled_option_is_the_literal_softmax():
@@ -308,10 +338,18 @@ def test_counts_match_the_closed_form(backbone, placement, method):
     elif method.startswith("avpea"):
         expected = avpea_formula(dim, depth, streams, dim // 8)
     else:
-        expected = lavish_formula(dim, depth, streams, config.reduction, config.groups, config.num_latents,
-                                  config.batch_norm, config.layer_norm)
-    assert counts.adapter == expected == closed_form_adapter_parameters(config, dim, depth, placement)
-    assert counts.trainable == counts.adapter
+        expected = lavish_formula(
+            dim,
+            depth,
+            streams,
+            config.reduction,
+            config.groups,
+            config.num_latents,
+            config.batch_norm,
+            config.layer_norm,
+        )
+    assert counts.model_trained == expected == closed_form_adapter_parameters(config, dim, depth, placement)
+    assert counts.trainable == counts.model_trained
     with torch.device("meta"):
         assert counts.frozen == sum(p.numel() for p in create_backbone(backbone).parameters())
 
@@ -319,26 +357,152 @@ def test_counts_match_the_closed_form(backbone, placement, method):
 @pytest.mark.parametrize(
     "backbone,method,expected",
     [
-        ("vit_base_patch16_224.augreg_in21k", "avpea", 3_559_728),     # notes: 3.560M (paper 3.7M)
-        ("vit_large_patch16_224.augreg_in21k", "avpea", 12_638_304),   # notes: 12.638M (paper 12.9M)
-        ("vit_base_patch16_224.augreg_in21k", "lavish_ave", 3_843_168),   # notes: 3.843M (paper 3.9M)
-        ("vit_large_patch16_224.augreg_in21k", "lavish_ave", 13_394_112), # notes: 13.394M (paper 13.4M)
+        ("vit_base_patch16_224.augreg_in21k", "avpea", 3_559_728),  # notes: 3.560M (paper 3.7M)
+        ("vit_large_patch16_224.augreg_in21k", "avpea", 12_638_304),  # notes: 12.638M (paper 12.9M)
+        ("vit_base_patch16_224.augreg_in21k", "lavish_ave", 3_843_168),  # notes: 3.843M (paper 3.9M)
+        ("vit_large_patch16_224.augreg_in21k", "lavish_ave", 13_394_112),  # notes: 13.394M (paper 13.4M)
     ],
 )
 def test_paper_backbone_counts(backbone, method, expected):
     counts = count_without_weights(backbone, CONFIGS[method], "both")
-    assert counts.adapter == expected
+    assert counts.model_trained == expected
     assert counts.frozen == {"vit_base_": 85_798_656, "vit_large": 303_301_632}[backbone[:9]]
 
 
-def test_count_adapted_counts_a_real_model_and_its_head():
+def test_count_trained_counts_a_real_model_and_its_head():
     model = make_model("avpea", "both")
     head = torch.nn.Linear(2 * 96, 11)
-    counts = count_adapted(model, head)
-    assert counts.adapter == avpea_formula(96, 4, 2, 12)
-    assert counts.trainable == counts.adapter + 2 * 96 * 11 + 11
+    counts = count_trained(model, head)
+    assert counts.model_trained == avpea_formula(96, 4, 2, 12)
+    assert counts.trainable == counts.model_trained + 2 * 96 * 11 + 11
     assert counts.frozen == sum(p.numel() for p in model.backbone.parameters())
-    assert counts.adapter_share == pytest.approx(counts.adapter / counts.total)
+    assert counts.model_trained_share == pytest.approx(counts.model_trained / counts.total)
+
+
+# --------------------------------------------------------------------------------------------
+# the registries: one contract per role, for every registered method and every model of that role
+
+ROLES = {  # role: (registry, config base, module base, the models that take it)
+    "sublayer": (SUBLAYER_ADAPTERS, SublayerAdapterConfig, SublayerAdapter, ("dual-stream", "trimodal")),
+    "stage": (STAGE_ADAPTERS, StageAdapterConfig, StageAdapter, ("trimodal",)),
+}
+CONTRACT = [
+    (role, method, kind) for role, (registry, *_, kinds) in ROLES.items() for method in registry for kind in kinds
+]
+QUESTIONS = ["is the drum playing", "which instrument starts first"]
+
+
+def contract_model(kind: str, config) -> DualStreamViT | TrimodalModel:
+    """The ``kind`` model over micro encoders seeded alike, so that ``config=None`` is the same frozen model."""
+    torch.manual_seed(0)
+    vit = create_backbone(MICRO_VIT)
+    if kind == "dual-stream":
+        return DualStreamViT(vit, DualStreamConfig(adapter=config, streams="both"))
+    return TrimodalModel(vit, create_text_encoder("micro_text", pretrained=False), TrimodalConfig(adapter=config))
+
+
+def contract_outputs(model) -> dict[str, torch.Tensor]:
+    frames, audio = inputs()
+    if isinstance(model, DualStreamViT):
+        out = model(frames, audio)
+        return {"visual": out.visual_tokens, "audio": out.audio_tokens}
+    out = model(frames, audio, QUESTIONS)
+    return {"visual": out.visual_tokens, "audio": out.audio_tokens, "text": out.text_tokens}
+
+
+def role_modules(model) -> list:
+    """The adapter modules of ``model`` (of either role), not their submodules."""
+    return [m for m in model.adapters.modules() if isinstance(m, (SublayerAdapter, StageAdapter))]
+
+
+def test_the_registries_split_the_methods_by_role():
+    assert set(SUBLAYER_ADAPTERS).isdisjoint(STAGE_ADAPTERS)
+    assert ADAPTER_CONFIGS == {**SUBLAYER_ADAPTERS, **STAGE_ADAPTERS}  # the one lookup of method names
+    assert METHODS == ("none", "houlsby", "avpea", "lavish", "lstta")
+    for role, (registry, config_base, _, _) in ROLES.items():
+        other_base = StageAdapterConfig if config_base is SublayerAdapterConfig else SublayerAdapterConfig
+        for method, cls in registry.items():
+            assert cls.method == method and issubclass(cls, config_base) and not issubclass(cls, other_base), role
+    assert {config.method for config in CONFIGS.values()} == set(SUBLAYER_ADAPTERS)  # the table above covers them
+
+
+@pytest.mark.parametrize("role,method,kind", CONTRACT)
+def test_every_registered_method_keeps_the_adapter_contract(role, method, kind):
+    registry, config_base, module_base, _ = ROLES[role]
+    config = adapter_config(method)
+    assert type(config) is registry[method] and isinstance(config, config_base)
+    model = contract_model(kind, config)
+    modules = role_modules(model)
+    assert modules and all(isinstance(m, module_base) for m in modules)
+    if role == "stage":  # a stage adapter is no sublayer adapter of any stream
+        assert model.config.has_stage_adapter and model.adapter(method, 0, "attn") is None
+
+    # as built: every gate is zero and the model is the frozen one, bit for bit
+    gates = [g for m in modules for g in m.gates().values()]
+    assert gates and all(g.item() == 0.0 for g in gates)
+    frozen, adapted = contract_outputs(contract_model(kind, None).eval()), contract_outputs(model.eval())
+    assert frozen.keys() == adapted.keys() and all(torch.equal(frozen[k], adapted[k]) for k in frozen)
+
+    # only the adapters train, the frozen encoders stay in eval mode and get no gradient
+    assert model.trained_module() is model.adapters and model.checkpoint_prefix == "adapters"
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {f"adapters.{name}" for name, _ in model.adapters.named_parameters()}
+    model.train()
+    assert all(m.training for m in model.adapters.modules())
+    assert all(not m.training for encoder in model.frozen_encoders() for m in encoder.modules())
+    with torch.no_grad():
+        for gate in gates:
+            gate.fill_(0.5)
+    opened = contract_outputs(model)
+    assert any(not torch.allclose(opened[k], frozen[k]) for k in opened)  # the check above is not vacuous
+    sum(t.square().mean() for t in opened.values()).backward()
+    for encoder in model.frozen_encoders():
+        assert all(p.grad is None for p in encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.adapters.parameters())
+
+    # the count: modules == the closed forms of avpet_core.params, per module and for the model
+    shape = model.embed_dim if kind == "dual-stream" else (model.dims if role == "stage" else model.dims["visual"])
+    assert all(sum(p.numel() for p in m.parameters()) == config.num_parameters(shape) for m in modules)
+    if kind == "dual-stream":
+        closed = closed_form_adapter_parameters(config, model.embed_dim, model.depth, "both")
+    else:
+        closed = closed_form_trimodal_parameters(config, model.dims, model.num_stages, len(model.visual.blocks))
+    counts = count_trained(model)
+    assert counts.model_trained == counts.trainable == closed == sum(p.numel() for p in model.adapter_parameters())
+
+
+@pytest.mark.parametrize("method", STAGE_ADAPTERS)
+def test_the_dual_stream_model_refuses_every_stage_adapter(method):
+    with pytest.raises(DualStreamError, match="build_trimodal"):
+        DualStreamConfig(adapter=adapter_config(method))
+
+
+@pytest.mark.parametrize("kind", ["dual-stream", "trimodal"])
+def test_sublayer_adapters_read_the_other_vit_stream_only(kind):
+    """What :mod:`avpet_core.adapters.base` promises: both models pass one other modality, the other ViT
+    stream, and the trimodal model's language encoder reaches no sublayer adapter."""
+    model = contract_model(kind, AVPEAConfig()).eval()
+    seen: dict[str, set] = {}
+    for stream in STREAMS:
+        for block in model.adapters[stream]:
+            for adapter in block.values():
+                adapter.register_forward_pre_hook(
+                    lambda _, args, s=stream: seen.setdefault(s, set()).add(tuple(args[1]))
+                )
+    with torch.no_grad():
+        contract_outputs(model)
+    assert seen == {"visual": {("audio",)}, "audio": {("visual",)}}
+
+
+def test_a_stage_adapter_returns_a_delta_per_modality():
+    config = next(iter(STAGE_ADAPTERS.values()))()
+    dims = {"visual": 16, "audio": 24, "text": 8}
+    block = config.build(dims)
+    tokens = {"visual": torch.randn(2, 3, 5, 16), "audio": torch.randn(2, 3, 4, 24), "text": torch.randn(2, 6, 8)}
+    out = block(tokens, torch.ones(2, 6, dtype=torch.bool))
+    assert isinstance(block, StageAdapter) and isinstance(out, StageOutput)
+    assert {m: d.shape for m, d in out.deltas.items()} == {m: t.shape for m, t in tokens.items()}
+    assert all(torch.equal(d, torch.zeros_like(d)) for d in out.deltas.values())  # zero gates: zero deltas
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,7 +538,9 @@ def test_bad_adapter_configs_fail_clearly(config, message):
 def test_bad_backbones_and_inputs_fail_clearly():
     with pytest.raises(DualStreamError, match="needs a timm VisionTransformer"):
         DualStreamViT(torch.nn.Linear(3, 3))
-    no_cls = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, class_token=False, global_pool="avg")
+    no_cls = VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, class_token=False, global_pool="avg"
+    )
     with pytest.raises(DualStreamError, match="no CLS token"):
         DualStreamViT(no_cls)
     with pytest.raises(DualStreamError, match=r"unknown stream placement 'audio\+visual'"):
@@ -411,7 +577,11 @@ def test_several_other_modalities_are_read_side_by_side(method):
     """``adapter(tokens, others)`` with two other modalities reads their tokens joined along the token
     axis (our generalisation for trimodal models); with one, the tokens as they are."""
     torch.manual_seed(0)
-    configs = {"avpea": AVPEAConfig(reduction=2), "lavish_ave": LavishConfig(reduction=4), "houlsby": CONFIGS["houlsby"]}
+    configs = {
+        "avpea": AVPEAConfig(reduction=2),
+        "lavish_ave": LavishConfig(reduction=4),
+        "houlsby": CONFIGS["houlsby"],
+    }
     adapter = configs[method].build(16)
     for gate in adapter.gates().values():
         torch.nn.init.constant_(gate, 1.0)
@@ -440,8 +610,11 @@ def lavish_conv_form(adapter, tokens, others):
     return adapter.gate * adapter.norm_out(z.transpose(1, 2))
 
 
-@pytest.mark.parametrize("config", [LAVISH_AVE, LAVISH_AVQA, LavishConfig(groups=1), LavishConfig(groups=4, layer_norm=False)],
-                         ids=["ave", "avqa", "one-group", "four-groups-no-ln"])
+@pytest.mark.parametrize(
+    "config",
+    [LAVISH_AVE, LAVISH_AVQA, LavishConfig(groups=1), LavishConfig(groups=4, layer_norm=False)],
+    ids=["ave", "avqa", "one-group", "four-groups-no-ln"],
+)
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_lavish_matrix_products_equal_the_grouped_convolutions(config, training):
     from avpet_core.adapters.lavish import grouped_linear
@@ -477,23 +650,41 @@ def test_lavish_matrix_products_equal_the_grouped_convolutions(config, training)
     for name, buffer in adapter.named_buffers():  # BatchNorm statistics move the same way
         torch.testing.assert_close(buffer, dict(twin.named_buffers())[name], rtol=1e-5, atol=1e-6)
     x, w = torch.randn(9, 64), adapter.down.weight.float()
-    torch.testing.assert_close(grouped_linear(x, w, config.groups),
-                               torch.nn.functional.conv1d(x.t()[None], w, groups=config.groups)[0].t(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        grouped_linear(x, w, config.groups),
+        torch.nn.functional.conv1d(x.t()[None], w, groups=config.groups)[0].t(),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_lavish_checkpoint_keys_and_shapes_are_the_convolutions():
     adapter = LAVISH_AVE.build(64)
     shapes = {name: tuple(t.shape) for name, t in adapter.state_dict().items()}
     assert shapes["down.weight"] == (8, 32, 1) and shapes["up.weight"] == (64, 4, 1)
-    assert shapes["latents"] == (2, 64) and shapes["bn_down.running_mean"] == (8,) and shapes["norm_out.weight"] == (64,)
+    assert shapes["latents"] == (2, 64) and shapes["bn_down.running_mean"] == (8,)
+    assert shapes["norm_out.weight"] == (64,)
     assert set(shapes) == {
-        "latents", "gate_av", "gate", "down.weight", "up.weight", "norm_in.weight", "norm_in.bias", "norm_out.weight",
-        "norm_out.bias", *(f"{bn}.{p}" for bn in ("bn_down", "bn_up")
-                           for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")),
+        "latents",
+        "gate_av",
+        "gate",
+        "down.weight",
+        "up.weight",
+        "norm_in.weight",
+        "norm_in.bias",
+        "norm_out.weight",
+        "norm_out.bias",
+        *(
+            f"{bn}.{p}"
+            for bn in ("bn_down", "bn_up")
+            for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+        ),
     }
 
 
-@pytest.mark.parametrize("dim,batch,tokens,other", [(64, 3, 5, 7), (96, 4, 37, 97), (96, 16, 97, 37), (768, 2, 197, 49)])
+@pytest.mark.parametrize(
+    "dim,batch,tokens,other", [(64, 3, 5, 7), (96, 4, 37, 97), (96, 16, 97, 37), (768, 2, 197, 49)]
+)
 def test_avpea_forward_is_its_equations_bit_for_bit(dim, batch, tokens, other):
     """The forward calls the operators directly; it must equal the composition of its parts exactly,
     values and gradients (the book's trained numbers depend on every bit)."""
@@ -510,5 +701,6 @@ def test_avpea_forward_is_its_equations_bit_for_bit(dim, batch, tokens, other):
     assert torch.equal(ours, composed)
     weights = torch.randn_like(ours)
     inputs = [x, y, *adapter.parameters()]
-    for a, b in zip(torch.autograd.grad((ours * weights).sum(), inputs), torch.autograd.grad((composed * weights).sum(), inputs)):
+    ours_grads = torch.autograd.grad((ours * weights).sum(), inputs)
+    for a, b in zip(ours_grads, torch.autograd.grad((composed * weights).sum(), inputs)):
         assert torch.equal(a, b)

@@ -20,7 +20,7 @@ from avpet_core.tasks import AVELTask
 from avpet_core.train import TrainConfig, evaluate, fit
 
 DATA = SynthAVEConfig(num_videos=8, num_eval_videos=4)
-CONFIG = TrainConfig(epochs=2, batch_size=4, adapter_lr=1e-2, head_lr=1e-2, progress=False, eval_batch_size=4)
+CONFIG = TrainConfig(epochs=2, batch_size=4, model_lr=1e-2, head_lr=1e-2, progress=False, eval_batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +34,15 @@ def model_and_head(method="avpea", streams="both"):
     return model, SegmentClassifier(model.embed_dim, DATA.num_classes + 1, hidden=32)
 
 
-@pytest.mark.parametrize("method, streams, sites, names", [
-    ("avpea", "both", ("attn",), ("g", "h")),
-    ("avpea", "audio", ("attn",), ("g", "h")),
-    ("lavish", "visual", ("attn", "mlp"), ("gate_av", "gate")),
-    ("houlsby", "both", ("attn",), ("h",)),
-])
+@pytest.mark.parametrize(
+    "method, streams, sites, names",
+    [
+        ("avpea", "both", ("attn",), ("g", "h")),
+        ("avpea", "audio", ("attn",), ("g", "h")),
+        ("lavish", "visual", ("attn", "mlp"), ("gate_av", "gate")),
+        ("houlsby", "both", ("attn",), ("h",)),
+    ],
+)
 def test_every_gate_of_every_block_is_found_and_starts_at_zero(method, streams, sites, names):
     model, _ = model_and_head(method, streams)
     gates = adapter_gates(model)
@@ -59,7 +62,10 @@ def test_the_recorder_follows_every_step_and_the_gates_move(splits):
     fit(model, head, AVELTask(), *splits, CONFIG, on_step=recorder)
     steps = CONFIG.epochs * len(splits[0]) // CONFIG.batch_size
     assert len(recorder.steps) == len(recorder.losses) == steps
-    assert recorder.steps[0] == (0, 0) and recorder.steps[-1] == (CONFIG.epochs - 1, len(splits[0]) // CONFIG.batch_size - 1)
+    assert recorder.steps[0] == (0, 0) and recorder.steps[-1] == (
+        CONFIG.epochs - 1,
+        len(splits[0]) // CONFIG.batch_size - 1,
+    )
     g = recorder.trajectory(("audio", "attn", "g"))
     assert g.shape == (steps + 1, model.depth)
     assert g[0].abs().max() == 0 and g[-1].abs().min() > 0  # every block's gate left zero

@@ -238,22 +238,51 @@ BAD_INPUTS = [
         r"2 of 1002 samples are NaN or infinite \(first at flat index 1000\)",
         id="inf",
     ),
-    pytest.param(torch.zeros(16_000, 2), SR, r"shape \(16000, 2\) looks like \(samples, channels\).*waveform\.T", id="samples-channels"),
-    pytest.param(torch.zeros(2, 2, 1000), SR, r"expected shape \(samples,\) or \(channels, samples\), got \(2, 2, 1000\)", id="3d"),
+    pytest.param(
+        torch.zeros(16_000, 2),
+        SR,
+        r"shape \(16000, 2\) looks like \(samples, channels\).*waveform\.T",
+        id="samples-channels",
+    ),
+    pytest.param(
+        torch.zeros(2, 2, 1000),
+        SR,
+        r"expected shape \(samples,\) or \(channels, samples\), got \(2, 2, 1000\)",
+        id="3d",
+    ),
     pytest.param(torch.zeros(()), SR, r"expected shape \(samples,\) or \(channels, samples\), got \(\)", id="0d"),
-    pytest.param(torch.zeros(16_000, dtype=torch.int16), SR, r"expected floating-point samples, got torch\.int16", id="int16"),
-    pytest.param(np.zeros(16_000, dtype=np.int32), SR, r"expected floating-point samples, got torch\.int32", id="numpy-int32"),
+    pytest.param(
+        torch.zeros(16_000, dtype=torch.int16), SR, r"expected floating-point samples, got torch\.int16", id="int16"
+    ),
+    pytest.param(
+        np.zeros(16_000, dtype=np.int32), SR, r"expected floating-point samples, got torch\.int32", id="numpy-int32"
+    ),
     pytest.param(torch.zeros(16_000, dtype=torch.bool), SR, r"expected floating-point samples", id="bool"),
     pytest.param(torch.zeros(16_000), 0, r"sample rate must be a positive integer in Hz, got 0", id="rate-0"),
-    pytest.param(torch.zeros(16_000), -16_000, r"sample rate must be a positive integer in Hz, got -16000", id="rate-negative"),
-    pytest.param(torch.zeros(16_000), 16_000.0, r"sample rate must be a positive integer in Hz, got 16000\.0", id="rate-float"),
-    pytest.param(torch.zeros(16_000), 22_050.5, r"sample rate must be a positive integer in Hz, got 22050\.5", id="rate-fraction"),
-    pytest.param(torch.zeros(16_000), True, r"sample rate must be a positive integer in Hz, got True", id="rate-bool"),
-    pytest.param(torch.zeros(16_000), "16000", r"sample rate must be a positive integer in Hz, got '16000'", id="rate-str"),
-    pytest.param(torch.zeros(399), SR, r"too short: 399 samples at 16000 Hz, need at least 400 \(25 ms\)", id="too-short"),
-    pytest.param(torch.zeros(2, 100), SR, r"too short: 100 samples at 16000 Hz, need at least 400", id="too-short-stereo"),
     pytest.param(
-        torch.zeros(1000), 44_100, r"too short: 363 samples at 16000 Hz, need at least 400", id="too-short-after-resampling"
+        torch.zeros(16_000), -16_000, r"sample rate must be a positive integer in Hz, got -16000", id="rate-negative"
+    ),
+    pytest.param(
+        torch.zeros(16_000), 16_000.0, r"sample rate must be a positive integer in Hz, got 16000\.0", id="rate-float"
+    ),
+    pytest.param(
+        torch.zeros(16_000), 22_050.5, r"sample rate must be a positive integer in Hz, got 22050\.5", id="rate-fraction"
+    ),
+    pytest.param(torch.zeros(16_000), True, r"sample rate must be a positive integer in Hz, got True", id="rate-bool"),
+    pytest.param(
+        torch.zeros(16_000), "16000", r"sample rate must be a positive integer in Hz, got '16000'", id="rate-str"
+    ),
+    pytest.param(
+        torch.zeros(399), SR, r"too short: 399 samples at 16000 Hz, need at least 400 \(25 ms\)", id="too-short"
+    ),
+    pytest.param(
+        torch.zeros(2, 100), SR, r"too short: 100 samples at 16000 Hz, need at least 400", id="too-short-stereo"
+    ),
+    pytest.param(
+        torch.zeros(1000),
+        44_100,
+        r"too short: 363 samples at 16000 Hz, need at least 400",
+        id="too-short-after-resampling",
     ),
     pytest.param([0.0] * 16_000, SR, r"expected a tensor or numpy array, got list", id="list"),
     pytest.param(None, SR, r"expected a tensor or numpy array, got NoneType", id="none"),

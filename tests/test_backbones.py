@@ -90,7 +90,9 @@ def test_timm_kwargs_are_passed_through():
     [("vitt_tiny_patch16_224", "vit_tiny_patch16_224"), ("micro-vit", MICRO_VIT)],
 )
 def test_unknown_name_raises_with_suggestion(typo, suggestion):
-    with pytest.raises(BackboneError, match=rf"unknown backbone '{re.escape(typo)}'.*Did you mean .*{re.escape(suggestion)}"):
+    with pytest.raises(
+        BackboneError, match=rf"unknown backbone '{re.escape(typo)}'.*Did you mean .*{re.escape(suggestion)}"
+    ):
         create_backbone(typo)
 
 
@@ -132,7 +134,8 @@ def test_pretrained_hub_weights_without_network_raise_backbone_error(monkeypatch
     start = time.monotonic()
     with pytest.raises(
         BackboneError,
-        match=r"could not fetch pretrained weights for vit_tiny_patch16_224\.augreg_in21k .*weights_file=PATH.*'micro_vit'",
+        match=r"could not fetch pretrained weights for vit_tiny_patch16_224\.augreg_in21k "
+        r".*weights_file=PATH.*'micro_vit'",
     ):
         create_backbone("vit_tiny_patch16_224.augreg_in21k", pretrained=True, **TINY_KW)
     assert time.monotonic() - start < 30
@@ -394,7 +397,8 @@ def test_micro_vit_weights_that_do_not_fit(tmp_path):
     _save(_state(small), path)
     with pytest.raises(
         BackboneError,
-        match=rf"{re.escape(str(path))}: weights do not fit this model: \d+ shape mismatches \(e\.g\. .*file \(\d+.*vs model",
+        match=rf"{re.escape(str(path))}: weights do not fit this model: "
+        r"\d+ shape mismatches \(e\.g\. .*file \(\d+.*vs model",
     ):
         create_backbone(MICRO_VIT, weights_file=path)
 
@@ -405,7 +409,10 @@ def test_micro_vit_weights_with_missing_and_unexpected_keys(tmp_path):
     state["extra.weight"] = torch.zeros(2)
     path = tmp_path / "partial.safetensors"
     _save(state, path)
-    with pytest.raises(BackboneError, match=r"1 missing keys \(e\.g\. blocks\.3\.mlp\.fc2\.weight\); 1 unexpected keys \(e\.g\. extra\.weight\)") as info:
+    with pytest.raises(
+        BackboneError,
+        match=r"1 missing keys \(e\.g\. blocks\.3\.mlp\.fc2\.weight\); 1 unexpected keys \(e\.g\. extra\.weight\)",
+    ) as info:
         create_backbone(MICRO_VIT, weights_file=path)
     assert str(path) in str(info.value)
 
@@ -425,7 +432,10 @@ def test_timm_weights_that_do_not_fit(tmp_path):
     other = create_backbone("vit_small_patch16_224", **TINY_KW)  # embed dim 384, not 192
     path = tmp_path / "vit_small.safetensors"
     _save(_state(other), path)
-    with pytest.raises(BackboneError, match=rf"{re.escape(str(path))}: weights do not fit this model: \d+ shape mismatches \(e\.g\. blocks\.0\."):
+    with pytest.raises(
+        BackboneError,
+        match=rf"{re.escape(str(path))}: weights do not fit this model: \d+ shape mismatches \(e\.g\. blocks\.0\.",
+    ):
         create_backbone(TINY_VIT, weights_file=path, **TINY_KW)
 
 
@@ -474,4 +484,3 @@ def test_normalise_images_follows_an_edited_pretrained_cfg():
     out = normalise_images(images, model)
     assert out.dtype == torch.float64
     assert out[0, :, 0, 0].tolist() == pytest.approx([0.9, 0.4, 0.175])
-

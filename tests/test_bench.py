@@ -48,7 +48,11 @@ def test_flop_counts_follow_the_models(report):
     assert 2.9 < rows["full/train"]["flops"] / frozen < 3.1
     assert rows["avpea/train"]["flops"] < rows["full/train"]["flops"]
     width = bench.create_backbone(bench.MICRO_VIT).embed_dim
-    assert rows["frozen/infer"]["trainable_parameters"] == rows["frozen/train"]["trainable_parameters"] == (2 * width + 1) * 11
+    assert (
+        rows["frozen/infer"]["trainable_parameters"]
+        == rows["frozen/train"]["trainable_parameters"]
+        == (2 * width + 1) * 11
+    )
     assert rows["full/train"]["trainable_parameters"] > rows["avpea/train"]["trainable_parameters"]
 
 
@@ -69,14 +73,19 @@ def test_a_subset_brings_its_baselines():
 
 def test_a_new_method_is_one_entry(monkeypatch):
     """A trimodal adapter would be one more Variant with its own builder and inputs."""
+
     def build(setup):
         torch.manual_seed(0)
-        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * setup.shape.image ** 2, bench.CLASSES))
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * setup.shape.image**2, bench.CLASSES))
 
     def inputs(shape, device):
-        return (torch.rand(shape.batch, 3, shape.image, shape.image, device=device),), torch.zeros(shape.batch, dtype=torch.long)
+        return (torch.rand(shape.batch, 3, shape.image, shape.image, device=device),), torch.zeros(
+            shape.batch, dtype=torch.long
+        )
 
-    monkeypatch.setitem(VARIANTS, "linear/train", Variant("linear/train", "a linear model", True, "full/train", build, inputs))
+    monkeypatch.setitem(
+        VARIANTS, "linear/train", Variant("linear/train", "a linear model", True, "full/train", build, inputs)
+    )
     result = run_bench(replace(SMALL, variants=("linear/train",), memory=False))
     rows = {row["name"]: row for row in result["rows"]}
     assert set(rows) == {"linear/train", "full/train"}
@@ -104,5 +113,9 @@ def test_bench_command_json(capsys):
 def test_bench_without_a_gpu_is_one_clear_error(capsys):
     code = cli.main(["bench", "--device", "cuda", "--json"])
     out, err = capsys.readouterr()
-    assert code == 2 and out == "" and err.strip().splitlines() == [
-        "avpet bench: error: device 'cuda' was asked for, but PyTorch sees no CUDA device"]
+    assert (
+        code == 2
+        and out == ""
+        and err.strip().splitlines()
+        == ["avpet bench: error: device 'cuda' was asked for, but PyTorch sees no CUDA device"]
+    )

@@ -28,11 +28,15 @@ def vit_parameter_count(*, dim: int, depth: int, patch: int, img: int, mlp_ratio
     tokens = 1 + (img // patch) ** 2
     block = (
         2 * dim  # norm1
-        + dim * 3 * dim + 3 * dim  # qkv
-        + dim * dim + dim  # proj
+        + dim * 3 * dim
+        + 3 * dim  # qkv
+        + dim * dim
+        + dim  # proj
         + 2 * dim  # norm2
-        + dim * hidden + hidden  # fc1
-        + hidden * dim + dim  # fc2
+        + dim * hidden
+        + hidden  # fc1
+        + hidden * dim
+        + dim  # fc2
     )
     return patch_embed + dim + tokens * dim + depth * block + 2 * dim  # + cls, pos_embed, final norm
 
@@ -247,8 +251,10 @@ def test_params_counts_agree_with_torch(capsys):
     code, out, _ = run_cli(capsys, "params", "--backbone", "vit_tiny_patch16_224", "--json")
     assert code == 0
     model = create_backbone("vit_tiny_patch16_224")
-    assert json.loads(out)["total"] == sum(p.numel() for p in model.parameters()) == vit_parameter_count(
-        dim=192, depth=12, patch=16, img=224, mlp_ratio=4.0
+    assert (
+        json.loads(out)["total"]
+        == sum(p.numel() for p in model.parameters())
+        == vit_parameter_count(dim=192, depth=12, patch=16, img=224, mlp_ratio=4.0)
     )
     assert all(isinstance(p, torch.nn.Parameter) and not p.requires_grad for p in model.parameters())
 
@@ -296,7 +302,9 @@ def test_params_preset_needs_lavish(capsys):
 
 def test_params_adapter_on_a_large_backbone_downloads_and_allocates_nothing(capsys):
     """ViT-L is built on the meta device: no weights, no memory, no network (blocked in the tests)."""
-    code, out, err = run_cli(capsys, "params", "--backbone", "vit_large_patch16_224.augreg_in21k", "--adapter", "lavish", "--json")
+    code, out, err = run_cli(
+        capsys, "params", "--backbone", "vit_large_patch16_224.augreg_in21k", "--adapter", "lavish", "--json"
+    )
     assert code == 0, err
     assert json.loads(out)["total"] == 303_301_632 + 13_394_112
 

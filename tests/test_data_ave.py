@@ -133,7 +133,9 @@ BAD_LINES = [
 ]
 
 
-@pytest.mark.parametrize("line, message", BAD_LINES, ids=["fields", "not-a-number", "start-after-end", "past-10", "negative"])
+@pytest.mark.parametrize(
+    "line, message", BAD_LINES, ids=["fields", "not-a-number", "start-after-end", "past-10", "negative"]
+)
 def test_malformed_annotation_line_names_file_and_line(tmp_path, line, message):
     path = tmp_path / "Annotations.txt"
     path.write_text(f"{HEADER}\nBark&vidA&good&0&10\n{line}\n")
@@ -233,7 +235,10 @@ def test_preprocess_caches_everything_and_keeps_going_past_failures(ave_root, tm
     assert manifest["videos"]["vidF"]["status"] == "failed"
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # nothing half-written
     # The dataset reads the cache and gives exactly what decoding gives.
-    cached, decoded = AVE(ave_root, "train", media=SMALL_MEDIA, preprocessed=out), AVE(ave_root, "train", media=SMALL_MEDIA)
+    cached, decoded = (
+        AVE(ave_root, "train", media=SMALL_MEDIA, preprocessed=out),
+        AVE(ave_root, "train", media=SMALL_MEDIA),
+    )
     assert cached.missing_videos == ["vidD"]
     for index in range(len(decoded)):
         a, b = cached[index], decoded[index]
@@ -261,7 +266,9 @@ def test_preprocess_resumes_after_an_interruption(ave_root, tmp_path, monkeypatc
         preprocess_ave(ave_root, out, splits=("train", "val"), media=SMALL_MEDIA)
     assert json.loads((out / "manifest.json").read_text())["videos"] == {"vidA": {"status": "done", "file": "vidA.pt"}}
     calls.clear()
-    monkeypatch.setattr(ave_module, "decode_ave_video", lambda path, *args: calls.append(path.stem) or real(path, *args))
+    monkeypatch.setattr(
+        ave_module, "decode_ave_video", lambda path, *args: calls.append(path.stem) or real(path, *args)
+    )
     report = preprocess_ave(ave_root, out, splits=("train", "val"), media=SMALL_MEDIA)
     assert calls == ["vidB", "vidC"] and report.already_done == ["vidA"]
 

@@ -105,7 +105,9 @@ SMALL_AVQA = SynthAVQAConfig(num_scenes=2, num_eval_scenes=1, num_segments=3)
 
 
 def items_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
+    return a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a
+    )
 
 
 def test_synthave_disk_cache_is_keyed_by_config_and_numeric_environment(tmp_path, monkeypatch):
@@ -150,7 +152,9 @@ def test_experiment_splits_are_cached_once(monkeypatch, tmp_path):
     from avpet_core.data.synthetic import ave
 
     monkeypatch.setenv("AVPET_CACHE_DIR", str(tmp_path))
-    experiment = replace(experiments.get_experiment("table4/both"), data=SynthAVEConfig(num_videos=3, num_eval_videos=2))
+    experiment = replace(
+        experiments.get_experiment("table4/both"), data=SynthAVEConfig(num_videos=3, num_eval_videos=2)
+    )
     first = experiments.datasets(experiment, experiments.RunSettings(pretrained=False))
     files = sorted(p.name for p in (tmp_path / "data").iterdir())
     assert len(files) == 3 and all(name.startswith("synthave-") for name in files)
@@ -176,8 +180,16 @@ def test_fit_gives_the_same_run_with_and_without_workers(local_sockets):
         torch.manual_seed(0)
         model = build_dual_stream("micro_vit", "avpea", "both")
         head = SegmentClassifier(model.embed_dim, data.num_classes + 1, hidden=16)
-        config = TrainConfig(epochs=2, batch_size=4, adapter_lr=1e-2, head_lr=1e-2, progress=False, eval_batch_size=4,
-                             num_workers=workers, prefetch_factor=2)
+        config = TrainConfig(
+            epochs=2,
+            batch_size=4,
+            model_lr=1e-2,
+            head_lr=1e-2,
+            progress=False,
+            eval_batch_size=4,
+            num_workers=workers,
+            prefetch_factor=2,
+        )
         result = fit(model, head, AVELTask(), train, val, config)
         weights = torch.cat([p.detach().flatten() for p in [*model.adapters.parameters(), *head.parameters()]])
         runs.append(([{k: v for k, v in row.items() if k != "seconds"} for row in result.history], weights))

@@ -9,9 +9,7 @@ import torch
 
 from avpet_core.data import DatasetFormatError, MusicAVQA, VideoFolderMedia
 from avpet_core.data.music_avqa import (
-    PAD_ID,
     QUESTION_TYPES,
-    UNK_ID,
     AVQAVocab,
     accuracy_by_type,
     parse_type,
@@ -19,21 +17,46 @@ from avpet_core.data.music_avqa import (
     substitute_placeholders,
     type_name,
 )
+from avpet_core.data.tokens import PAD_ID, UNK_ID
 from fixtures_media import write_mp4
 
 TRAIN = [
-    {"video_id": "00000272", "question_id": 52, "type": '["Audio", "Counting"]',
-     "question_content": "How many musical instruments were heard throughout the video?",
-     "templ_values": "[]", "question_deleted": 0, "anser": "one"},
-    {"video_id": "00000272", "question_id": 53, "type": '["Audio-Visual", "Temporal"]',
-     "question_content": "Where is the <FL> sounding instrument?", "templ_values": '["first"]',
-     "question_deleted": 0, "anser": "left"},
-    {"video_id": "00000273", "question_id": 60, "type": '["Visual", "Location"]',
-     "question_content": "Is the <Object> on the <LR> of the <Object>?",
-     "templ_values": '["cello", "left", "piano"]', "question_deleted": 0, "anser": "yes"},
-    {"video_id": "00000273", "question_id": 61, "type": '["Audio-Visual", "Existential"]',
-     "question_content": "Is this sound from the instrument in the video?", "templ_values": "[]",
-     "question_deleted": 1, "anser": "maybe"},
+    {
+        "video_id": "00000272",
+        "question_id": 52,
+        "type": '["Audio", "Counting"]',
+        "question_content": "How many musical instruments were heard throughout the video?",
+        "templ_values": "[]",
+        "question_deleted": 0,
+        "anser": "one",
+    },
+    {
+        "video_id": "00000272",
+        "question_id": 53,
+        "type": '["Audio-Visual", "Temporal"]',
+        "question_content": "Where is the <FL> sounding instrument?",
+        "templ_values": '["first"]',
+        "question_deleted": 0,
+        "anser": "left",
+    },
+    {
+        "video_id": "00000273",
+        "question_id": 60,
+        "type": '["Visual", "Location"]',
+        "question_content": "Is the <Object> on the <LR> of the <Object>?",
+        "templ_values": '["cello", "left", "piano"]',
+        "question_deleted": 0,
+        "anser": "yes",
+    },
+    {
+        "video_id": "00000273",
+        "question_id": 61,
+        "type": '["Audio-Visual", "Existential"]',
+        "question_content": "Is this sound from the instrument in the video?",
+        "templ_values": "[]",
+        "question_deleted": 1,
+        "anser": "maybe",
+    },
 ]
 
 
@@ -87,19 +110,26 @@ def test_lists_instead_of_json_strings_are_accepted(tmp_path):
 def test_missing_field_names_file_and_question(tmp_path, field):
     record = {k: v for k, v in TRAIN[1].items() if k != field}
     path = write_json(tmp_path / "avqa-val.json", [TRAIN[0], record])
-    with pytest.raises(DatasetFormatError, match=rf"avqa-val\.json: question 1 \(question_id 53\): missing field\(s\) '{field}'"):
+    with pytest.raises(
+        DatasetFormatError, match=rf"avqa-val\.json: question 1 \(question_id 53\): missing field\(s\) '{field}'"
+    ):
         read_questions(path)
 
 
 def test_answer_outside_the_train_vocabulary(tmp_path):
     train = MusicAVQA(write_json(tmp_path / "avqa-train.json", TRAIN), fake_media)
     bad = [dict(TRAIN[0], question_id=7, anser="eleven")]
-    with pytest.raises(DatasetFormatError, match=r"avqa-test\.json: question 0 \(question_id 7\): answer 'eleven' is not in the answer vocabulary"):
+    with pytest.raises(
+        DatasetFormatError,
+        match=r"avqa-test\.json: question 0 \(question_id 7\): answer 'eleven' is not in the answer vocabulary",
+    ):
         MusicAVQA(write_json(tmp_path / "avqa-test.json", bad), fake_media, vocab=train.vocab)
 
 
 def test_bad_type_placeholders_and_json(tmp_path):
-    with pytest.raises(DatasetFormatError, match=r"q\.json: question 0 .*unknown question type \['Audio', 'Location'\]"):
+    with pytest.raises(
+        DatasetFormatError, match=r"q\.json: question 0 .*unknown question type \['Audio', 'Location'\]"
+    ):
         read_questions(write_json(tmp_path / "q.json", [dict(TRAIN[0], type='["Audio", "Location"]')]))
     with pytest.raises(DatasetFormatError, match=r"question 0 .*1 placeholder\(s\) \['<FL>'\] .* but 0 templ_values"):
         read_questions(write_json(tmp_path / "q.json", [dict(TRAIN[1], templ_values="[]")]))
@@ -114,7 +144,9 @@ def test_bad_type_placeholders_and_json(tmp_path):
 
 
 def test_placeholder_substitution_in_order():
-    text = substitute_placeholders("Is the <Object> <BA> the <Object> on the <LRer>?", ["flute", "before", "cello", "leftmost"])
+    text = substitute_placeholders(
+        "Is the <Object> <BA> the <Object> on the <LRer>?", ["flute", "before", "cello", "leftmost"]
+    )
     assert text == "Is the flute before the cello on the leftmost?"
     assert parse_type('["Audio-Visual", "Comparative"]') == QUESTION_TYPES.index(("Audio-Visual", "Comparative"))
 

@@ -51,15 +51,19 @@ SMALL_QA = SynthAVQAConfig(num_scenes=60, num_eval_scenes=20)
 
 
 DRAWING_NUISANCES = {
-    "min_scale", "max_scale", "max_rotation_deg", "position_drift", "colour_jitter", "num_clutter", "pixel_noise"
+    "min_scale",
+    "max_scale",
+    "max_rotation_deg",
+    "position_drift",
+    "colour_jitter",
+    "num_clutter",
+    "pixel_noise",
 }
 SOUND_NUISANCES = {"noise_rms", "pitch_jitter", "tempo_jitter"}
 
 
 def items_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(
-        torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a
-    )
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a)
 
 
 def perturbed(value: float | int) -> float | int:

@@ -143,7 +143,9 @@ def test_constraints_satisfy_pyproject_lower_bounds(constraints):
         req = Requirement(text)
         name = normalise(req.name)
         assert name in constraints, f".ci/constraints.txt does not pin {name} (pyproject: {text})"
-        assert req.specifier.contains(constraints[name], prereleases=True), f"{name}=={constraints[name]} violates {text}"
+        assert req.specifier.contains(constraints[name], prereleases=True), (
+            f"{name}=={constraints[name]} violates {text}"
+        )
 
 
 def _make_variables(text: str) -> dict[str, str]:
@@ -196,7 +198,9 @@ def test_ci_runs_make_test():
 
 def test_makefile_marks_its_environment_as_pinned():
     text = (REPO_ROOT / "Makefile").read_text()
-    assert re.search(rf"^export {PINNED_ENV_VAR} := 1$", text, re.MULTILINE), f"the Makefile does not export {PINNED_ENV_VAR} := 1"
+    assert re.search(rf"^export {PINNED_ENV_VAR} := 1$", text, re.MULTILINE), (
+        f"the Makefile does not export {PINNED_ENV_VAR} := 1"
+    )
 
 
 def test_makefile_floors_target_tests_the_lowest_direct_versions():
@@ -207,7 +211,9 @@ def test_makefile_floors_target_tests_the_lowest_direct_versions():
     assert argv[argv.index("--resolution") + 1] == "lowest-direct", install
     assert "-c" not in argv and "--constraint" not in argv, f"the floors must not follow the pins: {install}"
     assert argv[argv.index("-e") + 1] == ".[test]", install
-    assert "$(BIN)" not in recipe and "$(VENV)" not in recipe, "the floors need a venv of their own, not the pinned .venv"
+    assert "$(BIN)" not in recipe and "$(VENV)" not in recipe, (
+        "the floors need a venv of their own, not the pinned .venv"
+    )
     assert re.search(rf"{PINNED_ENV_VAR}=0 \S+ -m pytest tests\b", recipe), "the floors run the unit tests, unpinned"
     assert re.search(r"^\.PHONY:.*\bfloors\b", text, re.MULTILINE)
     for target in ("test", "unit", "nbval", "pretrain", "venv"):  # not part of CI's 'make test'
@@ -236,7 +242,11 @@ def test_pyproject_floors_are_the_tested_ones():
 def test_the_library_never_imports_torchvision():
     sources = sorted((REPO_ROOT / "avpet_core").rglob("*.py"))
     assert sources
-    users = [str(p.relative_to(REPO_ROOT)) for p in sources if re.search(r"^\s*(import|from)\s+torchvision\b", p.read_text(), re.MULTILINE)]
+    users = [
+        str(p.relative_to(REPO_ROOT))
+        for p in sources
+        if re.search(r"^\s*(import|from)\s+torchvision\b", p.read_text(), re.MULTILINE)
+    ]
     assert not users, f"{users} import torchvision: make it a direct dependency in pyproject.toml again"
 
 
@@ -249,7 +259,9 @@ def test_known_environments_are_measured_with_the_pinned_torch(constraints):
     assert {known.torch for known in KNOWN_ENVIRONMENTS} == {constraints["torch"]}
 
 
-@pytest.mark.parametrize("package", ["torch", "torchaudio", "torchvision", "timm", "numpy", "safetensors", "soundfile", "av"])
+@pytest.mark.parametrize(
+    "package", ["torch", "torchaudio", "torchvision", "timm", "numpy", "safetensors", "soundfile", "av"]
+)
 def test_installed_versions_match_constraints(package, constraints):
     try:
         installed = importlib.metadata.version(package)
@@ -258,7 +270,8 @@ def test_installed_versions_match_constraints(package, constraints):
     if os.environ.get(PINNED_ENV_VAR) != "1":
         pytest.skip(
             f"not the pinned environment ({PINNED_ENV_VAR} is not 1; the Makefile's .venv sets it), so installed "
-            f"versions need not equal .ci/constraints.txt: {package} {installed or 'not installed'} here, pinned {constraints[package]}"
+            f"versions need not equal .ci/constraints.txt: {package} {installed or 'not installed'} here, "
+            f"pinned {constraints[package]}"
         )
     if installed is None:
         pytest.fail(f"{package} is not installed in this environment")

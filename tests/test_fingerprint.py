@@ -21,13 +21,14 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from avpet_core.fingerprint import KNOWN_ENVIRONMENTS, known_environment
 from avpet_core.reproducibility import PINS, UNPINNED_ENV_VAR, missing_pins, pinned_environ
 
-RUN_FINGERPRINT = "import json; from avpet_core import fingerprint as f; " \
-                  "print(json.dumps({'environment': f.environment_identity(), 'fingerprint': f.weights_fingerprint()}))"
+RUN_FINGERPRINT = (
+    "import json; from avpet_core import fingerprint as f; "
+    "print(json.dumps({'environment': f.environment_identity(), 'fingerprint': f.weights_fingerprint()}))"
+)
 
 
 def _run(code: str, environ: dict[str, str]) -> dict:
@@ -51,7 +52,8 @@ def test_weights_fingerprint_matches_its_known_environment():
     if known is None:
         pytest.skip(
             "unknown numeric environment (no measured entry for CPU vendor "
-            f"{env['cpu_vendor']}, MKL branch {env['mkl_branch']}, ATen {env['cpu_capability']}, torch {env['torch']}): "
+            f"{env['cpu_vendor']}, MKL branch {env['mkl_branch']}, ATen {env['cpu_capability']}, "
+            f"torch {env['torch']}): "
             f"its hashes are micro_vit {report['fingerprint']['micro_vit']}, avpea {report['fingerprint']['avpea']}. "
             "The chapters check their trained numbers statistically here."
         )
@@ -80,8 +82,13 @@ def test_an_unknown_environment_is_named_none():
 
 
 def test_avpet_env_names_the_known_environment():
-    done = subprocess.run([sys.executable, "-m", "avpet_core.cli", "env", "--fingerprint", "--json"],
-                          env=pinned_environ(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "avpet_core.cli", "env", "--fingerprint", "--json"],
+        env=pinned_environ(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     known = known_environment(report["environment"])
@@ -101,22 +108,33 @@ def test_a_missing_pin_is_reported(name):
     environ = pinned_environ()
     del environ[name]
     assert name in missing_pins(environ)
-    report = _run("import json; from avpet_core import reproducibility as r; print(json.dumps(r.numeric_environment()))",
-                  {**environ, UNPINNED_ENV_VAR: "1"})
+    report = _run(
+        "import json; from avpet_core import reproducibility as r; print(json.dumps(r.numeric_environment()))",
+        {**environ, UNPINNED_ENV_VAR: "1"},
+    )
     assert report["pinned"] is False
 
 
 def test_aten_pin_takes_effect():
-    report = _run("import json, torch; print(json.dumps({'cap': torch.backends.cpu.get_cpu_capability()}))", pinned_environ())
+    report = _run(
+        "import json, torch; print(json.dumps({'cap': torch.backends.cpu.get_cpu_capability()}))", pinned_environ()
+    )
     assert report["cap"] == "AVX2"
 
 
 def test_mkl_and_onednn_pins_take_effect():
     """MKL and oneDNN say what they run when asked to be verbose."""
-    code = ("import torch; a = torch.randn(32, 32); a @ a; "
-            "torch.nn.functional.conv2d(torch.randn(1, 3, 16, 16), torch.randn(4, 3, 8, 8), stride=8)")
-    done = subprocess.run([sys.executable, "-c", code], env={**pinned_environ(), "MKL_VERBOSE": "1", "ONEDNN_VERBOSE": "1"},
-                          capture_output=True, text=True, timeout=120)
+    code = (
+        "import torch; a = torch.randn(32, 32); a @ a; "
+        "torch.nn.functional.conv2d(torch.randn(1, 3, 16, 16), torch.randn(4, 3, 8, 8), stride=8)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**pinned_environ(), "MKL_VERBOSE": "1", "ONEDNN_VERBOSE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     out = done.stdout + done.stderr
     assert "CNR:" in out and "STRICT" in out, "MKL does not run in conditional numerical reproducibility mode"
@@ -125,8 +143,13 @@ def test_mkl_and_onednn_pins_take_effect():
 
 def test_avpet_restarts_itself_with_the_pins():
     environ = _without(*PINS)
-    done = subprocess.run([sys.executable, "-m", "avpet_core.cli", "env", "--json"], env=environ,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "avpet_core.cli", "env", "--json"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     env = json.loads(done.stdout)["environment"]
     assert env["pinned"] and env["cpu_capability"] == "AVX2" and env["threads"] == 1, env
@@ -134,8 +157,13 @@ def test_avpet_restarts_itself_with_the_pins():
 
 def test_avpet_keeps_the_machine_code_paths_when_asked():
     environ = {**_without(*PINS), UNPINNED_ENV_VAR: "1"}
-    done = subprocess.run([sys.executable, "-m", "avpet_core.cli", "env", "--json"], env=environ,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "avpet_core.cli", "env", "--json"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["environment"]["mkl_cbwr"] is None
 

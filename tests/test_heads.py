@@ -31,7 +31,7 @@ def test_shapes_loss_and_prediction_range(head_class):
     head = head_class(D, C)
     out = head(features())
     assert out.segment_logits.shape == (B, T, C)
-    loss = head.loss(out, video_labels())
+    loss = head.loss(out, {"labels": video_labels()})
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None for p in head.parameters())
@@ -54,7 +54,7 @@ def test_heads_fit_a_small_batch(head_class):
     first = None
     for _ in range(60):
         optimiser.zero_grad()
-        loss = head.loss(head(feats), labels)
+        loss = head.loss(head(feats), {"labels": labels})
         first = loss.item() if first is None else first
         loss.backward()
         optimiser.step()

@@ -94,7 +94,7 @@ def test_loss_is_answer_plus_weighted_match_and_skips_match_for_one_sample():
     targets = torch.cat([torch.ones(B * T), torch.zeros(B * T)]).long()
     match_term = F.cross_entropy(logits, targets)
     torch.testing.assert_close(model.loss(out, {"answer": answers}), answer_term + 0.5 * match_term)
-    assert set(model.loss_terms(out, answers)) == {"answer", "match"}
+    assert set(model.loss_terms(out, {"answer": answers})) == {"answer", "match"}
 
     single = model(features(batch=1), q(ids[:1], lengths[:1]))
     assert single.negative_match_logits is None

@@ -6,10 +6,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avpet_core.adapters import AdapterConfigError, AVPEAConfig, LSTTAConfig
+from avpet_core.adapters import (
+    STAGE_ADAPTERS,
+    SUBLAYER_ADAPTERS,
+    AdapterConfigError,
+    AVPEAConfig,
+    LSTTAConfig,
+    StageAdapter,
+    StageAdapterConfig,
+    StageOutput,
+    SublayerAdapterConfig,
+)
+from avpet_core.adapters.lstta import LSTTAOutput
 from avpet_core.backbones import MICRO_VIT, create_backbone
 from avpet_core.backbones import create_text_encoder
-from avpet_core.checkpoints import CheckpointError, load_adapters, save_adapters
+from avpet_core.checkpoints import CheckpointError, load_trained, save_trained
 from avpet_core.models import DualStreamError, TrimodalConfig, TrimodalError, TrimodalModel, build_dual_stream
 from avpet_core.models.trimodal import stage_ends
 
@@ -67,19 +78,19 @@ def test_save_and_load_round_trip_is_exact(name, tmp_path):
     with torch.no_grad():
         for p in model.trained_module().parameters():
             p.normal_()
-    save_adapters(tmp_path / "lstta", model)
+    save_trained(tmp_path / "lstta", model)
     fresh = model_with(VARIANTS[name])  # the same frozen encoders, its own adapters
     with torch.no_grad():
         for p in fresh.trained_module().parameters():
             p.uniform_()
-    load_adapters(tmp_path / "lstta", fresh)
+    load_trained(tmp_path / "lstta", fresh)
     for a, b in zip(model.trained_module().state_dict().values(), fresh.trained_module().state_dict().values()):
         assert torch.equal(a, b)
     frames, audio = inputs()
     assert torch.equal(model(frames, audio, QUESTIONS).visual_tokens, fresh(frames, audio, QUESTIONS).visual_tokens)
     other = "ssi" if name != "ssi" else "lsf"
     with pytest.raises(CheckpointError, match="does not fit this model"):
-        load_adapters(tmp_path / "lstta", model_with(VARIANTS[other]))
+        load_trained(tmp_path / "lstta", model_with(VARIANTS[other]))
 
 
 @pytest.mark.parametrize("name", ["both", "lsf", "ssi"])
@@ -137,6 +148,19 @@ def test_stage_alignment_of_encoders_of_different_depths():
         stage_ends(2, 4)
     model = model_with(LSTTAConfig(), stages=2)
     assert model.num_stages == 2 and len(model.adapters["lstta"]) == 2
+
+
+def test_lstta_is_the_stage_adapter_of_the_registry():
+    assert STAGE_ADAPTERS["lstta"] is LSTTAConfig and "lstta" not in SUBLAYER_ADAPTERS
+    assert isinstance(LSTTAConfig(), StageAdapterConfig) and not isinstance(LSTTAConfig(), SublayerAdapterConfig)
+    assert LSTTAOutput is StageOutput
+    model = model_with(LSTTAConfig(), stages=2)
+    assert model.config.has_stage_adapter and list(model.adapters) == ["lstta"]
+    assert all(isinstance(block, StageAdapter) for block in model.adapters["lstta"])
+    assert model.adapter("lstta", 0, "attn") is None and model.adapter("visual", 0, "attn") is None
+    model.train()
+    assert model.adapters.training and not (model.visual.training or model.audio.training or model.text.training)
+    assert not model_with(AVPEAConfig()).config.has_stage_adapter
 
 
 def test_sublayer_adapters_in_the_trimodal_model_leave_the_language_encoder_as_it_was():

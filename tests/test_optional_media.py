@@ -56,7 +56,9 @@ def test_importing_the_library_needs_neither_package():
 )
 def test_reading_a_video_without_pyav_says_to_install_it(read, media, monkeypatch):
     _without(monkeypatch, "av")
-    with pytest.raises(ModuleNotFoundError, match=r"needs PyAV \(the 'av' package\), which is not installed.*: pip install av$") as info:
+    with pytest.raises(
+        ModuleNotFoundError, match=r"needs PyAV \(the 'av' package\), which is not installed.*: pip install av$"
+    ) as info:
         read(media)
     assert info.value.name == "av"
     assert isinstance(info.value.__cause__, ModuleNotFoundError)  # the original error is kept
@@ -70,7 +72,8 @@ def test_reading_a_video_without_pyav_says_to_install_it(read, media, monkeypatc
 def test_reading_a_wav_without_soundfile_says_to_install_it(read, media, monkeypatch):
     _without(monkeypatch, "soundfile")
     with pytest.raises(
-        ModuleNotFoundError, match=r"needs soundfile \(the 'soundfile' package\), which is not installed.*: pip install soundfile$"
+        ModuleNotFoundError,
+        match=r"needs soundfile \(the 'soundfile' package\), which is not installed.*: pip install soundfile$",
     ) as info:
         read(media["wav"])
     assert info.value.name == "soundfile"
@@ -94,7 +97,9 @@ def test_a_broken_install_is_not_reported_as_missing(tmp_path, monkeypatch):
     (package / "__init__.py").write_text("import avpet_test_no_such_module_xyz\n")
     monkeypatch.delitem(sys.modules, "av", raising=False)
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(ModuleNotFoundError, match=r"installed but cannot be imported .*pip install --force-reinstall av$") as info:
+    with pytest.raises(
+        ModuleNotFoundError, match=r"installed but cannot be imported .*pip install --force-reinstall av$"
+    ) as info:
         import_media_package("av")
     assert info.value.name == "avpet_test_no_such_module_xyz"
 

@@ -103,7 +103,9 @@ ALL_VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize("config", ALL_VARIANTS, ids=lambda c: f"r{c.rank}-L{int(c.share_layers)}-M{int(c.share_modalities)}-{c.fusion}")
+@pytest.mark.parametrize(
+    "config", ALL_VARIANTS, ids=lambda c: f"r{c.rank}-L{int(c.share_layers)}-M{int(c.share_modalities)}-{c.fusion}"
+)
 def test_module_count_equals_closed_form_for_every_variant(config):
     model = build_shared_transformer(config, device="meta")
     assert model.transformer_parameters() == closed_form_transformer_parameters(config)
@@ -136,7 +138,9 @@ def test_paper_table_counts_and_reduction():
 
 
 def test_paper_sized_model_builds_on_meta_without_memory():
-    model = build_shared_transformer(replace(PAPER_TRANSFORMER, rank=None, share_layers=False, share_modalities=False), device="meta")
+    model = build_shared_transformer(
+        replace(PAPER_TRANSFORMER, rank=None, share_layers=False, share_modalities=False), device="meta"
+    )
     assert all(p.is_meta for p in model.parameters())
 
 
@@ -198,7 +202,10 @@ def test_cli_json(capsys):
     assert cli.main(["params", "--model", "shared-lowrank", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["model"] == "shared-lowrank"
-    assert [(r["variant"], r["parameters"]) for r in result["rows"]][-1] == ("layers + modalities + low rank", 3_843_840)
+    assert [(r["variant"], r["parameters"]) for r in result["rows"]][-1] == (
+        "layers + modalities + low rank",
+        3_843_840,
+    )
     assert len(result["rows"]) == 5
 
 
@@ -207,7 +214,9 @@ def test_cli_default_model_is_unchanged(capsys):
     assert json.loads(capsys.readouterr().out)["backbone"] == "micro_vit"
 
 
-@pytest.mark.parametrize("extra", [["--adapter", "avpea"], ["--streams", "audio"], ["--backbone", "vit_base_patch16_224"]])
+@pytest.mark.parametrize(
+    "extra", [["--adapter", "avpea"], ["--streams", "audio"], ["--backbone", "vit_base_patch16_224"]]
+)
 def test_cli_refuses_dual_stream_options(capsys, extra):
     assert cli.main(["params", "--model", "shared-lowrank", *extra]) == 2
     captured = capsys.readouterr()
@@ -226,8 +235,8 @@ def test_cli_refuses_unknown_model(capsys):
 
 @pytest.fixture(scope="module")
 def few_videos():
+    from avpet_core.data import load_videos
     from avpet_core.data.synthetic import SynthAVEConfig
-    from avpet_core.tasks.video_classification import load_videos
 
     return load_videos(SynthAVEConfig(num_videos=16, num_eval_videos=8, num_segments=4), "train")
 
@@ -252,7 +261,9 @@ def test_negative_sampling_never_picks_the_positive_and_content_aware_prefers_si
     from avpet_core.tasks.multimodal_pretraining import sample_negatives
 
     g = torch.Generator().manual_seed(0)
-    pool = torch.cat([torch.randn(1, 8).repeat(10, 1) + 0.01 * torch.randn(10, 8), torch.randn(30, 8)])  # 10 near-duplicates
+    pool = torch.cat(
+        [torch.randn(1, 8).repeat(10, 1) + 0.01 * torch.randn(10, 8), torch.randn(30, 8)]
+    )  # 10 near-duplicates
     positives = torch.arange(10)
     counts = {}
     for mode in ("content", "random"):
@@ -266,11 +277,12 @@ def test_negative_sampling_never_picks_the_positive_and_content_aware_prefers_si
 
 def test_pretraining_losses_decrease_on_a_small_run(few_videos):
     from avpet_core.backbones.micro_vit import deterministic_cpu
-    from avpet_core.tasks.multimodal_pretraining import MultimodalPretrainConfig, pretrain
+    from avpet_core.pretraining import pretrain
+    from avpet_core.tasks.multimodal_pretraining import MultimodalPretrainConfig
 
     with deterministic_cpu(2):
         model = small_model()
-        training = TrainConfig(epochs=20, batch_size=8, adapter_lr=1e-3, head_lr=1e-3, progress=False)
+        training = TrainConfig(epochs=20, batch_size=8, model_lr=1e-3, head_lr=1e-3, progress=False)
         history = pretrain(model, few_videos, MultimodalPretrainConfig(num_negatives=6), training)
     assert set(history) >= {"mep_visual", "mep_audio", "pair", "total"}
     assert all(len(values) == 40 for values in history.values())  # 20 epochs of 16 videos in batches of 8
@@ -286,13 +298,16 @@ def test_pretraining_losses_decrease_on_a_small_run(few_videos):
 
 def test_pretraining_is_deterministic(few_videos):
     from avpet_core.backbones.micro_vit import deterministic_cpu
-    from avpet_core.tasks.multimodal_pretraining import MultimodalPretrainConfig, pretrain
+    from avpet_core.pretraining import pretrain
+    from avpet_core.tasks.multimodal_pretraining import MultimodalPretrainConfig
 
     runs = []
     for _ in range(2):
         with deterministic_cpu(2):
             training = TrainConfig(epochs=1, batch_size=4, progress=False)
-            runs.append(pretrain(small_model(), few_videos, MultimodalPretrainConfig(negatives="random"), training)["total"])
+            runs.append(
+                pretrain(small_model(), few_videos, MultimodalPretrainConfig(negatives="random"), training)["total"]
+            )
     assert len(runs[0]) == 4 and runs[0] == runs[1]
 
 
@@ -312,8 +327,12 @@ def test_the_training_loop_trains_a_model_without_adapters_whole(few_videos):
 
 
 def test_pretraining_without_evaluation_and_a_checkpoint_of_the_whole_model(few_videos, tmp_path):
-    from avpet_core.checkpoints import CheckpointError, load_adapters
-    from avpet_core.tasks.multimodal_pretraining import MultimodalPretrainConfig, MultimodalPretrainingTask, PretrainHeads
+    from avpet_core.checkpoints import CheckpointError, load_trained
+    from avpet_core.tasks.multimodal_pretraining import (
+        MultimodalPretrainConfig,
+        MultimodalPretrainingTask,
+        PretrainHeads,
+    )
 
     model = small_model()
     heads = PretrainHeads(model.config.dim, MultimodalPretrainConfig(num_negatives=6))
@@ -326,17 +345,17 @@ def test_pretraining_without_evaluation_and_a_checkpoint_of_the_whole_model(few_
     # a model trained whole checkpoints whole, through the same loop and the same files
     fit(model, heads, task, few_videos, None, TrainConfig(epochs=1, batch_size=8, progress=False), tmp_path / "run")
     fresh, fresh_heads = small_model(), PretrainHeads(model.config.dim)
-    load_adapters(tmp_path / "run" / "last", fresh, fresh_heads)
+    load_trained(tmp_path / "run" / "last", fresh, fresh_heads)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
     with pytest.raises(CheckpointError, match="does not fit this model.*SharedMultimodalTransformer"):
-        load_adapters(tmp_path / "run" / "last", small_model(rank=None), fresh_heads)
+        load_trained(tmp_path / "run" / "last", small_model(rank=None), fresh_heads)
 
 
 def test_probe_finetune_and_memory(few_videos):
     from avpet_core.evaluation import linear_probe
     from avpet_core.memory import training_memory
-    from avpet_core.tasks.video_classification import classification_accuracy as accuracy
-    from avpet_core.tasks.video_classification import extract_features, finetune
+    from avpet_core.pretraining import classification_accuracy as accuracy
+    from avpet_core.pretraining import extract_features, finetune
 
     model = small_model()
     features = extract_features(model, few_videos)
@@ -350,7 +369,9 @@ def test_probe_finetune_and_memory(few_videos):
     assert result.history[-1]["val_accuracy"] == accuracy(classifier, few_videos)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a copy is fine-tuned
     # end to end: the stems, the shared layer and the head all moved
-    moved = {name.split(".")[0] for name, v in classifier.model.state_dict().items() if not torch.equal(before[name], v)}
+    moved = {
+        name.split(".")[0] for name, v in classifier.model.state_dict().items() if not torch.equal(before[name], v)
+    }
     assert {"visual_stem", "audio_stem", "layers"} <= moved, moved
     frames, audio = few_videos.batch(torch.arange(4))
     memory = [training_memory(classifier, frames, audio, few_videos.video_labels[:4]) for _ in range(2)]
@@ -381,8 +402,11 @@ def test_detached_targets_keep_the_stems_gradient_out_of_the_candidates(few_vide
         config = MultimodalPretrainConfig(num_negatives=6, negatives="random", detach_targets=detach_targets)
         losses = pretraining_losses(model, heads, frames, audio, config, torch.Generator().manual_seed(0))
         (losses["mep_visual"] + losses["mep_audio"]).backward()
-        return [0.0 if p.grad is None else p.grad.abs().sum().item()
-                for stem in (model.visual_stem, model.audio_stem) for p in stem.parameters()]
+        return [
+            0.0 if p.grad is None else p.grad.abs().sum().item()
+            for stem in (model.visual_stem, model.audio_stem)
+            for p in stem.parameters()
+        ]
 
     assert all(g == 0 for g in stem_gradients(detach_targets=True, cut_inputs=True))
     assert all(g > 0 for g in stem_gradients(detach_targets=False, cut_inputs=True))
@@ -427,7 +451,7 @@ def test_config_refuses_bad_fraction_and_objective():
 
 
 def test_audio_visual_contrastive_finds_each_videos_own_audio():
-    from avpet_core.tasks.multimodal_pretraining import audio_visual_contrastive
+    from avpet_core.losses import audio_visual_contrastive
 
     torch.manual_seed(0)
     visual = torch.randn(6, 16)
@@ -448,7 +472,9 @@ def test_unimodal_summaries_see_one_modality(few_videos):
         with torch.no_grad():
             a, b = model(frames, audio), model(frames, other_audio)
         assert a.unimodal_summary.shape == (2, 64)
-        torch.testing.assert_close(a.unimodal_summary[:, :32], b.unimodal_summary[:, :32])  # the visual half ignores audio
+        torch.testing.assert_close(
+            a.unimodal_summary[:, :32], b.unimodal_summary[:, :32]
+        )  # the visual half ignores audio
         assert not torch.allclose(a.unimodal_summary[:, 32:], b.unimodal_summary[:, 32:])
         if fusion == "late":
             torch.testing.assert_close(a.unimodal_summary, a.summary)
@@ -462,14 +488,22 @@ def test_contrastive_pair_objective_runs_and_needs_unimodal_transformers(few_vid
     for objective, keys in (("contrastive", {"contrastive"}), ("both", {"contrastive", "pair"}), ("binary", {"pair"})):
         model = small_model()
         config = MultimodalPretrainConfig(num_negatives=6, pair_objective=objective)
-        losses = pretraining_losses(model, PretrainHeads(model.config.dim), frames, audio, config, torch.Generator().manual_seed(0))
+        losses = pretraining_losses(
+            model, PretrainHeads(model.config.dim), frames, audio, config, torch.Generator().manual_seed(0)
+        )
         assert keys <= set(losses) and not ({"contrastive", "pair"} - keys) & set(losses)
         expected = losses["mep_visual"] + losses["mep_audio"] + sum(losses[k] for k in keys)
         torch.testing.assert_close(losses["total"], expected)
     model = small_model(fusion="early")
     with pytest.raises(ValueError, match="mid or late"):
-        pretraining_losses(model, PretrainHeads(model.config.dim), frames, audio,
-                           MultimodalPretrainConfig(num_negatives=6, pair_objective="contrastive"), torch.Generator().manual_seed(0))
+        pretraining_losses(
+            model,
+            PretrainHeads(model.config.dim),
+            frames,
+            audio,
+            MultimodalPretrainConfig(num_negatives=6, pair_objective="contrastive"),
+            torch.Generator().manual_seed(0),
+        )
 
 
 def test_trainable_target_gradients_repeat_exactly_without_deterministic_mode():
@@ -488,8 +522,14 @@ def test_trainable_target_gradients_repeat_exactly_without_deterministic_mode():
             torch.manual_seed(0)
             model = SharedMultimodalTransformer(config)
             heads = PretrainHeads(64)
-            losses = pretraining_losses(model, heads, frames, audio, MultimodalPretrainConfig(detach_targets=False),
-                                        torch.Generator().manual_seed(0))
+            losses = pretraining_losses(
+                model,
+                heads,
+                frames,
+                audio,
+                MultimodalPretrainConfig(detach_targets=False),
+                torch.Generator().manual_seed(0),
+            )
             losses["total"].backward()
             gradients.append(torch.cat([p.grad.flatten() for p in model.visual_stem.parameters()]))
     finally:
@@ -501,10 +541,12 @@ def test_the_paper_size_low_rank_model_pretrains_and_fine_tunes(few_videos):
     """The configuration of chapter 8's paper-size parameter set (D 768, L 6, 12 heads, FFN 3072,
     rank 128, the four-stage stems) runs one step of each stage on CPU."""
     from avpet_core.models.stems import PAPER_STEMS
-    from avpet_core.tasks.multimodal_pretraining import MultimodalPretrainConfig, pretrain
-    from avpet_core.tasks.video_classification import finetune
+    from avpet_core.pretraining import finetune, pretrain
+    from avpet_core.tasks.multimodal_pretraining import MultimodalPretrainConfig
 
-    config = sharing_variants(replace(PAPER_TRANSFORMER, stems=replace(PAPER_STEMS, temporal_kernel=1, num_mel_bins=64)))[-1].config
+    config = sharing_variants(
+        replace(PAPER_TRANSFORMER, stems=replace(PAPER_STEMS, temporal_kernel=1, num_mel_bins=64))
+    )[-1].config
     torch.manual_seed(0)
     model = SharedMultimodalTransformer(config)
     assert model.transformer_parameters() == 3_843_840

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from avpet_core import stats
 from avpet_core.stats import Interval, binomial_standard_error, mean_interval, paired_difference, t_quantile_975
 
 
@@ -61,3 +62,44 @@ def test_format():
 def test_binomial_standard_error():
     assert binomial_standard_error(0.5, 4000) == pytest.approx(math.sqrt(0.25 / 4000))
     assert binomial_standard_error(1.0, 10) == 0.0
+
+
+def test_verdict_says_where_the_interval_lies():
+    assert stats.verdict(stats.mean_interval([0.1, 0.12, 0.11])) == "above 0"
+    assert stats.verdict(stats.mean_interval([-0.1, -0.12, -0.11])) == "below 0"
+    assert stats.verdict(stats.mean_interval([-0.1, 0.1, 0.0])) == "not separated"
+
+
+def test_seed_frame_one_metric():
+    rows = {"none": {0: 0.70, 1: 0.72, 2: 0.71}, "both": {0: 0.75, 1: 0.76, 2: 0.74}, "one": {0: 0.5}}
+    frame = stats.seed_frame(
+        rows,
+        paper={"none": 72.01, "both": 75.65},
+        baseline="none",
+        pairs=[("both", "one")],
+        references={"background": 0.6},
+        compared=["both"],
+        title="acc (%)",
+    )
+    assert list(frame.columns) == ["seed 0", "seed 1", "seed 2", "mean ± 95%", "paper", "verdict"]
+    assert frame.loc[("acc (%)", "both"), "mean ± 95%"] == stats.mean_interval([0.75, 0.76, 0.74]).format()
+    gain = frame.loc[("minus none", "both")]
+    assert gain["seed 0"] == "+5.0" and gain["paper"] == "+3.64" and gain["verdict"] == "above 0"
+    assert frame.loc[("acc (%)", "one"), "mean ± 95%"] == "-"  # one seed: no interval
+    assert frame.loc[("paired", "both - one"), "verdict"] == "-"  # one shared seed: nothing to judge
+    assert frame.loc[("data only", "background"), "mean ± 95%"] == "60.0"
+    assert frame.loc[("minus background", "both"), "verdict"] == "above 0"
+    assert ("minus background", "none") not in frame.index  # only the compared rows
+
+
+def test_seed_frame_several_metrics_and_missing_values():
+    rows = {
+        "a": {0: {"x": 0.4, "y": 0.5}, 1: {"x": 0.42, "y": None}},
+        "b": {0: {"x": 0.5, "y": 0.6}, 1: {"x": 0.52, "y": 0.6}},
+    }
+    frame = stats.seed_frame(rows, metrics=[("X", "x"), ("Y", "y")], paper={"b": {"x": 70.0}}, baseline="a")
+    assert list(frame.columns) == ["X", "Y"]
+    assert frame.loc[("rows", "a", "seed 1"), "Y"] == "-" and frame.loc[("rows", "a", "mean ± 95%"), "Y"] == "-"
+    assert frame.loc[("rows", "b", "paper"), "X"] == "70.00" and frame.loc[("rows", "b", "paper"), "Y"] == "-"
+    assert frame.loc[("minus a", "b", "verdict"), "X"] == "above 0"
+    assert frame.loc[("minus a", "b", "verdict"), "Y"] == "-"

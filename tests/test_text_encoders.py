@@ -52,10 +52,13 @@ from avpet_core.data.synthetic.text import (
     segments_phrase,
     text_corpus,
 )
-from avpet_core.files import CACHE_ENV_VAR, CacheError
+from avpet_core.files import CACHE_ENV_VAR
 
-QUESTIONS = ["Is the drum louder than the bell?", "How many instruments can be heard in the video?",
-             "Which instrument in the video starts playing before the cello?"]
+QUESTIONS = [
+    "Is the drum louder than the bell?",
+    "How many instruments can be heard in the video?",
+    "Which instrument in the video starts playing before the cello?",
+]
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -67,15 +70,6 @@ def _by_hand(encoder: TextEncoder, ids: torch.Tensor, mask: torch.Tensor) -> tor
     for index in range(encoder.depth):
         x = encoder.block(index, x, mask)
     return encoder.final(x)
-
-
-@pytest.fixture
-def tiny_text_config() -> TextPretrainConfig:
-    return TextPretrainConfig(
-        model=MicroTextConfig(width=24, depth=2, num_heads=2, ffn_dim=32, max_length=24),
-        corpus=TextCorpusConfig(num_videos=12, num_scenes=12, num_eval_videos=4, num_eval_scenes=4),
-        steps=6, batch_size=8, eval_every=3, warmup_steps=2,
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,9 +120,13 @@ def test_descriptions_read_as_the_ground_truth():
     assert segments_phrase(2, 5) == "in segments three to five"
     assert segments_phrase(9, 10) == "in segment ten"
     corpus = text_corpus(TextCorpusConfig(num_videos=30, num_scenes=30), "train")
-    assert any(re.fullmatch(r"the video shows a (warm|cool) \w+ \w+ that sounds .+ at a .*pitch", t) for t in corpus["ave"])
-    assert any(re.fullmatch(r"the \w+ (on the left|in the middle|on the right) plays (loudly|quietly) in segments? .+", t)
-               for t in corpus["avqa"])
+    assert any(
+        re.fullmatch(r"the video shows a (warm|cool) \w+ \w+ that sounds .+ at a .*pitch", t) for t in corpus["ave"]
+    )
+    assert any(
+        re.fullmatch(r"the \w+ (on the left|in the middle|on the right) plays (loudly|quietly) in segments? .+", t)
+        for t in corpus["avqa"]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,8 +145,16 @@ def test_tokenizer_round_trip_and_unknown_words():
     assert tokenizer.decode(ids) == [" ".join(tokenise(q)) for q in QUESTIONS]
     assert UNK_ID not in ids
     unknown, _ = tokenizer.encode(["Is the kazoo louder than the theremin?"], 10)
-    assert unknown[0, :8].tolist() == [CLS_ID, tokenizer.ids["is"], tokenizer.ids["the"], UNK_ID,
-                                       tokenizer.ids["louder"], tokenizer.ids["than"], tokenizer.ids["the"], UNK_ID]
+    assert unknown[0, :8].tolist() == [
+        CLS_ID,
+        tokenizer.ids["is"],
+        tokenizer.ids["the"],
+        UNK_ID,
+        tokenizer.ids["louder"],
+        tokenizer.ids["than"],
+        tokenizer.ids["the"],
+        UNK_ID,
+    ]
     assert tokenizer.decode(unknown) == ["is the [UNK] louder than the [UNK]"]
     cut, cut_mask = tokenizer.encode(QUESTIONS[:1], 4)
     assert cut.shape == (1, 4) and cut_mask.all()
@@ -190,7 +196,9 @@ def test_micro_text_forward_is_embed_blocks_final():
         out = encoder(ids, mask)
         assert out.shape == (3, 16, 96)
         assert torch.equal(out, _by_hand(encoder, ids, mask))
-        assert torch.equal(encoder.embed(ids), encoder.model.token_embedding(ids) + encoder.model.position_embedding[:, :16])
+        assert torch.equal(
+            encoder.embed(ids), encoder.model.token_embedding(ids) + encoder.model.position_embedding[:, :16]
+        )
         assert torch.equal(encoder.final(out), encoder.model.norm(out))
     with pytest.raises(IndexError, match=r"blocks 0\.\.3, got block 4"):
         encoder.block(4, out, mask)
@@ -236,10 +244,19 @@ def test_micro_text_signature_and_meta_device():
     encoder = create_text_encoder(MICRO_TEXT, device="meta")
     assert all(p.is_meta for p in encoder.parameters())
     signature = encoder.signature()
-    assert signature == {"architecture": "micro_text", "width": 96, "depth": 4, "num_heads": 3,
-                         "vocab_size": encoder.vocab_size, "max_length": 32, "ffn_dim": 192}
+    assert signature == {
+        "architecture": "micro_text",
+        "width": 96,
+        "depth": 4,
+        "num_heads": 3,
+        "vocab_size": encoder.vocab_size,
+        "max_length": 32,
+        "ffn_dim": 192,
+    }
     json.dumps(signature)
-    assert sum(p.numel() for p in encoder.parameters()) == sum(p.numel() for p in build_micro_text_encoder().parameters())
+    assert sum(p.numel() for p in encoder.parameters()) == sum(
+        p.numel() for p in build_micro_text_encoder().parameters()
+    )
 
 
 def test_micro_text_refuses_too_long_input_and_a_bad_max_length():
@@ -255,15 +272,20 @@ def test_micro_text_refuses_too_long_input_and_a_bad_max_length():
 
 def test_micro_text_tokenizer_must_fit_the_embedding_table():
     small = MicroTextTransformer(MicroTextConfig(), vocab_size=50)
-    with pytest.raises(TextEncoderError, match=r"tokenizer WordTokenizer\(vocab_size=105\) has 105 tokens, but the "
-                                               r"embedding table of micro_text \(50 rows\) has 50 rows"):
+    with pytest.raises(
+        TextEncoderError,
+        match=r"tokenizer WordTokenizer\(vocab_size=105\) has 105 tokens, but the "
+        r"embedding table of micro_text \(50 rows\) has 50 rows",
+    ):
         MicroTextEncoder(small, WordTokenizer())
     with pytest.raises(TextEncoderError, match="vocabulary size mismatch: tokenizer WordTokenizer"):
-        MicroTextEncoder(MicroTextTransformer(MicroTextConfig(), vocab_size=len(WordTokenizer())), WordTokenizer(["drum"]))
+        MicroTextEncoder(
+            MicroTextTransformer(MicroTextConfig(), vocab_size=len(WordTokenizer())), WordTokenizer(["drum"])
+        )
 
 
 # --------------------------------------------------------------------------------------------
-# pretraining and its cache (tiny configurations only)
+# pretraining and loading it (tiny configurations; the cache: tests/test_cached_pretraining.py)
 
 
 def test_tiny_pretraining_runs_and_records(tiny_text_config):
@@ -300,86 +322,26 @@ def test_pretraining_is_deterministic_and_leaves_the_global_rng(tiny_text_config
     assert not torch.equal(other.state_dict()["head.decoder.weight"], first.state_dict()["head.decoder.weight"])
 
 
-def test_train_then_load_from_the_cache(monkeypatch, tmp_path, tiny_text_config):
+def test_pretrained_micro_text_is_the_frozen_encoder_of_the_cached_mlm(monkeypatch, tmp_path, tiny_text_config):
+    """What pretrained_micro_text adds to the cache contract (tests/test_cached_pretraining.py)."""
     monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))
-    config = tiny_text_config
-    weights, record_path = cache_paths(config)
-    assert weights.parent == tmp_path
-    assert weights.name == f"micro_text-{config.key()}.safetensors" and record_path.name == f"micro_text-{config.key()}.json"
-    torch.manual_seed(7)
-    first = pretrained_micro_text(config, progress=False)
-    after_fresh = torch.rand(2)
-    assert isinstance(first, MicroTextEncoder) and all(not p.requires_grad for p in first.parameters())
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([weights.name, record_path.name])
-    assert json.loads(record_path.read_text()) == first.pretraining
-    from safetensors import safe_open
-
-    with safe_open(str(weights), "pt") as handle:
-        assert handle.metadata() == {"config_key": config.key()}
-        assert any(k.startswith("head.") for k in handle.keys())
+    mlm = pretrained_micro_text_mlm(tiny_text_config, progress=False)  # trains and caches
 
     def fail(*args, **kwargs):
         raise AssertionError("pretrain_micro_text must not be called here")
 
     monkeypatch.setattr(micro_text, "pretrain_micro_text", fail)
     torch.manual_seed(7)
-    second = pretrained_micro_text(config, progress=False)
-    assert torch.equal(torch.rand(2), after_fresh)  # cache hit or not, the global RNG moves alike
-    assert second.pretraining == first.pretraining
-    ids, mask = second.tokenizer.encode(QUESTIONS, 16)
+    encoder = pretrained_micro_text(tiny_text_config, progress=False)
+    after_loading = torch.rand(2)
+    torch.manual_seed(7)
+    assert torch.equal(after_loading, torch.rand(2))  # loading leaves the global RNG alone
+    assert isinstance(encoder, MicroTextEncoder) and all(not p.requires_grad for p in encoder.parameters())
+    assert encoder.pretraining == mlm.pretraining
+    ids, mask = encoder.tokenizer.encode(QUESTIONS, 16)
     with torch.no_grad():
-        assert torch.equal(first(ids, mask), second(ids, mask))
-    mlm = pretrained_micro_text_mlm(config, progress=False)
-    assert mlm.pretraining == first.pretraining
-    with torch.no_grad():
+        assert torch.equal(encoder(ids, mask), mlm.encoder(ids, mask))
         assert mlm(ids, mask).shape == (3, 16, len(WordTokenizer()))
-
-
-def test_cached_model_equals_the_freshly_trained_one(monkeypatch, tmp_path, tiny_text_config):
-    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))
-    trained, _ = pretrain_micro_text(tiny_text_config, progress=False)
-    cached = pretrained_micro_text_mlm(tiny_text_config, progress=False)
-    for key, value in trained.state_dict().items():
-        assert torch.equal(cached.state_dict()[key], value), key
-
-
-def test_cache_key_changes_with_settings_and_the_numeric_environment(monkeypatch, tiny_text_config):
-    base = tiny_text_config.key()
-    assert re.fullmatch(r"[0-9a-f]{12}", base) and base == dataclasses.replace(tiny_text_config).key()
-    for variant in (dataclasses.replace(tiny_text_config, steps=7), dataclasses.replace(tiny_text_config, seed=1),
-                    dataclasses.replace(tiny_text_config, model=dataclasses.replace(tiny_text_config.model, depth=3)),
-                    dataclasses.replace(tiny_text_config, corpus=dataclasses.replace(tiny_text_config.corpus, seed=2))):
-        assert variant.key() != base
-    monkeypatch.setattr(micro_text, "environment_key", lambda: "elsewhere")
-    assert tiny_text_config.key() != base
-    monkeypatch.setattr(micro_text, "environment_key", lambda: "elsewhere")
-    monkeypatch.setattr(micro_text, "vocabulary_key", lambda tokenizer: "other words")
-    assert tiny_text_config.key() != base
-
-
-def test_corrupt_cache_files_raise_clear_errors(monkeypatch, tmp_path, tiny_text_config):
-    from avpet_core.backbones import BackboneError
-
-    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))
-    pretrained_micro_text(tiny_text_config, progress=False)
-    weights, record_path = cache_paths(tiny_text_config)
-    monkeypatch.setattr(micro_text, "pretrain_micro_text", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
-    record_path.write_text("{not json")
-    with pytest.raises(CacheError, match=rf"{re.escape(str(record_path))}: unreadable pretraining record.*delete it to retrain"):
-        pretrained_micro_text(tiny_text_config, progress=False)
-    record_path.write_text("{}")
-    weights.write_bytes(b"\x00" * 64)
-    with pytest.raises(BackboneError, match=rf"{re.escape(str(weights))}: not a readable weights file"):
-        pretrained_micro_text(tiny_text_config, progress=False)
-
-
-def test_unwritable_cache_fails_before_training(monkeypatch, tmp_path, tiny_text_config):
-    blocker = tmp_path / "file"
-    blocker.write_text("a file, so nothing can be created below it")
-    monkeypatch.setenv(CACHE_ENV_VAR, str(blocker / "sub"))
-    monkeypatch.setattr(micro_text, "pretrain_micro_text", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
-    with pytest.raises(CacheError, match="cache directory is not writable"):
-        pretrained_micro_text(tiny_text_config, progress=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,7 +349,9 @@ def test_unwritable_cache_fails_before_training(monkeypatch, tmp_path, tiny_text
 
 
 def test_unknown_name_is_refused_with_close_matches():
-    with pytest.raises(TextEncoderError, match=r"unknown text encoder 'bert-base-uncase'; did you mean 'bert-base-uncased'"):
+    with pytest.raises(
+        TextEncoderError, match=r"unknown text encoder 'bert-base-uncase'; did you mean 'bert-base-uncased'"
+    ):
         create_text_encoder("bert-base-uncase")
     with pytest.raises(TextEncoderError, match=r"unknown text encoder 'micro-text'; did you mean 'micro_text'"):
         create_text_encoder("micro-text")
@@ -410,12 +374,14 @@ def test_the_library_imports_without_transformers():
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['transformers'] = None\n"
-            "import avpet_core, avpet_core.backbones, avpet_core.backbones.text, avpet_core.backbones.micro_text\n"
-            "from avpet_core.backbones import create_text_encoder, TextEncoderError\n"
-            "e = create_text_encoder('micro_text'); print(e.depth)\n"
-            "try:\n    create_text_encoder('bert-base-uncased')\n"
-            "except TextEncoderError as err:\n    print('refused', err)\n")
+    code = (
+        "import sys; sys.modules['transformers'] = None\n"
+        "import avpet_core, avpet_core.backbones, avpet_core.backbones.text, avpet_core.backbones.micro_text\n"
+        "from avpet_core.backbones import create_text_encoder, TextEncoderError\n"
+        "e = create_text_encoder('micro_text'); print(e.depth)\n"
+        "try:\n    create_text_encoder('bert-base-uncased')\n"
+        "except TextEncoderError as err:\n    print('refused', err)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -441,8 +407,29 @@ def transformers():
     return pytest.importorskip("transformers", reason="the Hugging Face tests need transformers (the 'text' extra)")
 
 
-BERT_WORDS = ["is", "the", "drum", "louder", "than", "bell", "how", "many", "instruments", "can", "be", "heard",
-              "in", "video", "which", "instrument", "starts", "playing", "before", "cello", "?"]
+BERT_WORDS = [
+    "is",
+    "the",
+    "drum",
+    "louder",
+    "than",
+    "bell",
+    "how",
+    "many",
+    "instruments",
+    "can",
+    "be",
+    "heard",
+    "in",
+    "video",
+    "which",
+    "instrument",
+    "starts",
+    "playing",
+    "before",
+    "cello",
+    "?",
+]
 
 
 def _bert_tokenizer(transformers, tmp_path, extra: int = 0):
@@ -454,8 +441,15 @@ def _bert_tokenizer(transformers, tmp_path, extra: int = 0):
 
 
 def _tiny_bert(transformers, vocab_size: int, **overrides):
-    config = transformers.BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                                     intermediate_size=48, max_position_embeddings=40, **overrides)
+    config = transformers.BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=40,
+        **overrides,
+    )
     torch.manual_seed(0)
     return transformers.BertModel(config).eval()
 
@@ -464,8 +458,13 @@ def _roberta_tokenizer(transformers, tmp_path):
     from tokenizers import ByteLevelBPETokenizer
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(QUESTIONS * 4, vocab_size=300, min_frequency=1,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False)
+    bpe.train_from_iterator(
+        QUESTIONS * 4,
+        vocab_size=300,
+        min_frequency=1,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        show_progress=False,
+    )
     directory = tmp_path / "roberta-vocab"
     directory.mkdir()
     bpe.save_model(str(directory))  # vocab.json and merges.txt
@@ -483,9 +482,21 @@ def test_bert_block_by_block_equals_the_hf_model(transformers, tmp_path):
     tokenizer = _bert_tokenizer(transformers, tmp_path)
     model = _tiny_bert(transformers, len(tokenizer))
     encoder = HFTextEncoder(model, tokenizer, name="tiny-bert")
-    assert (encoder.width, encoder.depth, encoder.num_heads, encoder.vocab_size, encoder.max_length) == (32, 3, 4, len(tokenizer), 40)
-    assert encoder.signature() == {"architecture": "bert", "width": 32, "depth": 3, "num_heads": 4,
-                                   "vocab_size": len(tokenizer), "max_length": 40}
+    assert (encoder.width, encoder.depth, encoder.num_heads, encoder.vocab_size, encoder.max_length) == (
+        32,
+        3,
+        4,
+        len(tokenizer),
+        40,
+    )
+    assert encoder.signature() == {
+        "architecture": "bert",
+        "width": 32,
+        "depth": 3,
+        "num_heads": 4,
+        "vocab_size": len(tokenizer),
+        "max_length": 40,
+    }
     ids, mask = encoder.tokenizer.encode([q.lower() for q in QUESTIONS], 16)
     assert ids.shape == (3, 16) and ids.dtype == torch.int64 and mask.dtype == torch.bool and not mask.all()
     assert ids[0, 0] == tokenizer.cls_token_id
@@ -508,16 +519,25 @@ def test_bert_with_eager_attention_too(transformers, tmp_path):
     encoder = HFTextEncoder(model, tokenizer)
     ids, mask = encoder.tokenizer.encode(QUESTIONS, 16)
     with torch.no_grad():
-        torch.testing.assert_close(encoder(ids, mask)[mask], _hf_reference(model, ids, mask)[mask], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            encoder(ids, mask)[mask], _hf_reference(model, ids, mask)[mask], rtol=1e-5, atol=1e-5
+        )
 
 
 def test_roberta_block_by_block_equals_the_hf_model(transformers, tmp_path):
     from avpet_core.backbones.text import HFTextEncoder
 
     tokenizer = _roberta_tokenizer(transformers, tmp_path)
-    config = transformers.RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                        num_attention_heads=4, intermediate_size=48, max_position_embeddings=42,
-                                        pad_token_id=tokenizer.pad_token_id, type_vocab_size=1)
+    config = transformers.RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=42,
+        pad_token_id=tokenizer.pad_token_id,
+        type_vocab_size=1,
+    )
     torch.manual_seed(0)
     model = transformers.RobertaModel(config).eval()
     encoder = HFTextEncoder(model, tokenizer, name="tiny-roberta")
@@ -533,9 +553,17 @@ def test_roberta_block_by_block_equals_the_hf_model(transformers, tmp_path):
 def test_clip_text_block_by_block_equals_the_hf_model(transformers):
     from avpet_core.backbones.text import HFTextEncoder
 
-    config = transformers.CLIPTextConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                         num_attention_heads=4, max_position_embeddings=20, eos_token_id=63,
-                                         bos_token_id=62, pad_token_id=0)
+    config = transformers.CLIPTextConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=20,
+        eos_token_id=63,
+        bos_token_id=62,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     model = transformers.CLIPTextModel(config).eval()
     encoder = HFTextEncoder(model, None, name="tiny-clip")
@@ -566,18 +594,32 @@ def test_local_dir_loads_model_and_tokenizer(transformers, tmp_path):
     assert encoder.name == str(directory)
     ids, mask = encoder.tokenizer.encode(QUESTIONS, 16)
     with torch.no_grad():
-        torch.testing.assert_close(encoder(ids, mask)[mask], _hf_reference(model, ids, mask)[mask], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            encoder(ids, mask)[mask], _hf_reference(model, ids, mask)[mask], rtol=1e-5, atol=1e-5
+        )
 
 
 def test_local_dir_reads_the_text_tower_of_a_saved_clip_model(transformers, tmp_path):
     """A CLIP checkpoint holds both towers (model_type 'clip'): the text tower alone is loaded."""
     tokenizer = _bert_tokenizer(transformers, tmp_path)  # any tokenizer of the right size will do here
-    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=20, pad_token_id=0, bos_token_id=2, eos_token_id=3)
-    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4, image_size=32,
-                  patch_size=16)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=20,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4, image_size=32, patch_size=16
+    )
     torch.manual_seed(0)
-    clip = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
+    clip = transformers.CLIPModel(
+        transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+    ).eval()
     directory = tmp_path / "clip"
     clip.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -608,8 +650,11 @@ def test_local_dir_errors(transformers, tmp_path):
     mismatched = tmp_path / "mismatched"
     model.save_pretrained(mismatched)
     _bert_tokenizer(transformers, tmp_path, extra=5).save_pretrained(mismatched)
-    with pytest.raises(TextEncoderError, match=rf"tokenizer .* has {len(tokenizer) + 5} tokens, but the embedding table "
-                                               rf"of {re.escape(str(mismatched))} has {len(tokenizer)} rows"):
+    with pytest.raises(
+        TextEncoderError,
+        match=rf"tokenizer .* has {len(tokenizer) + 5} tokens, but the embedding table "
+        rf"of {re.escape(str(mismatched))} has {len(tokenizer)} rows",
+    ):
         create_text_encoder("bert-base-uncased", local_dir=mismatched)
 
 
@@ -619,12 +664,18 @@ def test_mismatched_tokenizers_are_refused(transformers, tmp_path):
     tokenizer = _bert_tokenizer(transformers, tmp_path)
     bigger = _bert_tokenizer(transformers, tmp_path, extra=3)
     model = _tiny_bert(transformers, len(tokenizer))
-    with pytest.raises(TextEncoderError, match=rf"has {len(bigger)} tokens, but the embedding table of tiny has "
-                                               rf"{len(tokenizer)} rows: ids {len(tokenizer)}..{len(bigger) - 1} would index past it"):
+    with pytest.raises(
+        TextEncoderError,
+        match=rf"has {len(bigger)} tokens, but the embedding table of tiny has "
+        rf"{len(tokenizer)} rows: ids {len(tokenizer)}..{len(bigger) - 1} would index past it",
+    ):
         HFTextEncoder(model, bigger, name="tiny")
     larger_model = _tiny_bert(transformers, len(tokenizer) + 10)
-    with pytest.raises(TextEncoderError, match=rf"vocabulary size mismatch: tokenizer .* has {len(tokenizer)} tokens, "
-                                               rf"the embedding table of tiny {len(tokenizer) + 10} rows"):
+    with pytest.raises(
+        TextEncoderError,
+        match=rf"vocabulary size mismatch: tokenizer .* has {len(tokenizer)} tokens, "
+        rf"the embedding table of tiny {len(tokenizer) + 10} rows",
+    ):
         HFTextEncoder(larger_model, tokenizer, name="tiny")
 
 
@@ -640,8 +691,14 @@ def test_known_configs_count_parameters_on_the_meta_device_without_a_download(tr
     bert = create_text_encoder("bert-base-uncased", device="meta")
     assert all(p.is_meta for p in bert.parameters())
     assert sum(p.numel() for p in bert.parameters()) == 109_482_240  # 109.5M, as everyone counts BERT-base
-    assert bert.signature() == {"architecture": "bert", "width": 768, "depth": 12, "num_heads": 12,
-                                "vocab_size": 30522, "max_length": 512}
+    assert bert.signature() == {
+        "architecture": "bert",
+        "width": 768,
+        "depth": 12,
+        "num_heads": 12,
+        "vocab_size": 30522,
+        "max_length": 512,
+    }
     with pytest.raises(TextEncoderError, match="no tokenizer"):
         bert.tokenizer.encode(QUESTIONS, 8)
     assert sum(p.numel() for p in create_text_encoder("roberta-base", device="meta").parameters()) == 124_645_632
@@ -700,6 +757,8 @@ def test_cli_pretrain_text_unwritable_cache_exits_2(capsys, monkeypatch, tmp_pat
     blocker = tmp_path / "file"
     blocker.write_text("a file")
     monkeypatch.setenv(CACHE_ENV_VAR, str(blocker / "sub"))
-    monkeypatch.setattr(micro_text, "pretrain_micro_text", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    monkeypatch.setattr(
+        micro_text, "pretrain_micro_text", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained"))
+    )
     assert cli.main(["pretrain", "--text", "--json"]) == 2
     assert "avpet pretrain: error: " in capsys.readouterr().err

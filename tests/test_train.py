@@ -7,15 +7,16 @@ import json
 import pytest
 import torch
 
-from avpet_core.checkpoints import load_adapters
+from avpet_core.checkpoints import load_trained
 from avpet_core.data.synthetic import SynthAVE, SynthAVEConfig
 from avpet_core.heads import SegmentClassifier
 from avpet_core.models import build_dual_stream
 from avpet_core.tasks import AVELTask
+from avpet_core.schedules import warmup_cosine
 from avpet_core.train import TrainConfig, TrainingError, epoch_order, fit, lr_factor
 
 DATA = SynthAVEConfig(num_videos=8, num_eval_videos=4)
-CONFIG = TrainConfig(epochs=3, batch_size=4, adapter_lr=1e-2, head_lr=1e-2, progress=False, eval_batch_size=4)
+CONFIG = TrainConfig(epochs=3, batch_size=4, model_lr=1e-2, head_lr=1e-2, progress=False, eval_batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +51,26 @@ def test_a_run_is_a_function_of_its_seed_and_writes_its_files(tmp_path, splits):
     assert first.history[-1]["train_loss"] < first.history[0]["train_loss"]
 
     run = tmp_path / "a"
-    assert {p.name for p in run.iterdir()} >= {"last.safetensors", "last.json", "best.safetensors", "best.json", "state.pt", "log.csv", "log.json"}
+    assert {p.name for p in run.iterdir()} >= {
+        "last.safetensors",
+        "last.json",
+        "best.safetensors",
+        "best.json",
+        "state.pt",
+        "log.csv",
+        "log.json",
+    }
     assert without_time(json.loads((run / "log.json").read_text())) == without_time(first.history)
     assert (run / "log.csv").read_text().splitlines()[0].startswith("epoch,train_loss,val_accuracy")
     best = json.loads((run / "best.json").read_text())["metadata"]
     assert best["experiment"] == "test" and best["metrics"]["val_accuracy"] == first.best["val_accuracy"]
 
     reloaded, reloaded_head = fresh(adapter_seed=1)
-    load_adapters(run / "last", reloaded, reloaded_head)
-    for a, b in zip(list(model.adapters.parameters()) + list(head.parameters()), list(reloaded.adapters.parameters()) + list(reloaded_head.parameters())):
+    load_trained(run / "last", reloaded, reloaded_head)
+    for a, b in zip(
+        list(model.adapters.parameters()) + list(head.parameters()),
+        list(reloaded.adapters.parameters()) + list(reloaded_head.parameters()),
+    ):
         assert torch.equal(a.cpu(), b)
 
 
@@ -98,6 +110,17 @@ def test_schedule_and_order():
     assert sorted(epoch_order(10, 3, 2)) == list(range(10))
 
 
+def test_the_loop_schedule_is_warmup_then_cosine():
+    """lr_factor is the loop's shape of :func:`avpet_core.schedules.warmup_cosine` (cosine after the
+    warm-up), its warm-up a fraction of the steps; the schedule's arithmetic is tested in test_schedules.py."""
+    for total in (1, 40, 2400):
+        for fraction in (0.0, 0.1, 0.25):
+            warmup = max(1, int(round(total * fraction)))
+            assert [lr_factor(s, total, fraction) for s in range(total + 2)] == [
+                warmup_cosine(s, total, warmup) for s in range(total + 2)
+            ]
+
+
 def test_clear_errors(tmp_path, splits):
     model, head = fresh()
     with pytest.raises(TrainingError, match="nothing to resume from"):
@@ -125,7 +148,15 @@ def run_worker(tmp_path, processes: int) -> dict:
     if processes == 1:
         command = [sys.executable, str(worker), str(out)]
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", str(worker), str(out)]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            str(worker),
+            str(out),
+        ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())
@@ -147,6 +178,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
 
 
 # -- AVQA -------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def avqa_splits():
@@ -176,7 +208,9 @@ def test_avqa_metrics_are_table_2s_columns_with_csv_friendly_keys():
     assert metrics["audio"] == 0.5 and metrics["visual"] == 1.0 and metrics["audio_visual"] == 0.5
     assert metrics["group_mean"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)  # the paper's "Avg"
     assert metrics["audio_comparative"] is None and metrics["audio_visual_temporal"] is None  # no such questions
-    without_audio_visual = AVQATask().metrics(torch.tensor([1]), [{"answer": torch.tensor([1]), "type": torch.tensor([0])}])
+    without_audio_visual = AVQATask().metrics(
+        torch.tensor([1]), [{"answer": torch.tensor([1]), "type": torch.tensor([0])}]
+    )
     assert without_audio_visual["group_mean"] is None
 
 
@@ -189,7 +223,9 @@ def test_majority_answer_baselines_read_only_the_answers(avqa_splits):
     most = max(set(train.answer_ids), key=lambda a: (train.answer_ids.count(a), -a))
     assert overall["accuracy"] == pytest.approx(sum(a == most for a in val.answer_ids) / len(val))
     train_prior = majority_answer_metrics(train, train, per_type=True)
-    assert train_prior["accuracy"] >= majority_answer_metrics(train, train)["accuracy"]  # on its own data it cannot lose
+    assert (
+        train_prior["accuracy"] >= majority_answer_metrics(train, train)["accuracy"]
+    )  # on its own data it cannot lose
     assert set(per_type) == set(overall)
 
 
@@ -202,11 +238,15 @@ def test_the_loop_trains_avqa_and_logs_every_column(tmp_path, avqa_splits):
     def fresh_avqa():
         torch.manual_seed(0)
         model = build_dual_stream("micro_vit", "avpea", "both")
-        head = AVSTHead(model.embed_dim, len(train.question_vocab), train.num_answers, AVQAHeadConfig(hidden=16, word_dim=16))
+        head = AVSTHead(
+            model.embed_dim, len(train.question_vocab), train.num_answers, AVQAHeadConfig(hidden=16, word_dim=16)
+        )
         return model, head
 
     # One thread: batches this small gain nothing from a second, and a busy machine makes two slow.
-    config = TrainConfig(epochs=2, batch_size=4, adapter_lr=1e-2, head_lr=1e-2, progress=False, eval_batch_size=8, num_threads=1)
+    config = TrainConfig(
+        epochs=2, batch_size=4, model_lr=1e-2, head_lr=1e-2, progress=False, eval_batch_size=8, num_threads=1
+    )
     first = fit(*fresh_avqa(), AVQATask(), train, val, config, tmp_path / "a")
     again = fit(*fresh_avqa(), AVQATask(), train, val, config, tmp_path / "b")
     assert without_time(first.history) == without_time(again.history)  # deterministic on CPU

@@ -8,7 +8,6 @@ accept the healthy run from the other environment and reject a planted regressio
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -64,8 +63,7 @@ def test_holm_by_hand():
 
 def test_holm_controls_the_family_wise_error_under_the_null():
     rng = random.Random(0)
-    false_alarms = sum(any(r for _, r in holm({k: rng.random() for k in range(6)}, 0.05).values())
-                       for _ in range(4000))
+    false_alarms = sum(any(r for _, r in holm({k: rng.random() for k in range(6)}, 0.05).values()) for _ in range(4000))
     assert false_alarms / 4000 <= 0.05 + 0.01
 
 
@@ -82,9 +80,11 @@ def test_welch_resolution_keeps_identical_seeds_from_an_infinite_t():
 def test_claim_p_values_are_scipys():
     values = [0.71, 0.74, 0.72]
     assert Claim.above("x", values, 0.5).p_value() == pytest.approx(
-        stats.ttest_1samp(values, 0.5, alternative="greater").pvalue)
+        stats.ttest_1samp(values, 0.5, alternative="greater").pvalue
+    )
     assert Claim.below("x", values, 0.8).p_value() == pytest.approx(
-        stats.ttest_1samp(values, 0.8, alternative="less").pvalue)
+        stats.ttest_1samp(values, 0.8, alternative="less").pvalue
+    )
 
 
 def test_paired_claim_aligns_seeds_and_every_takes_the_largest_p():
@@ -126,22 +126,31 @@ def test_a_broken_reference_names_the_file_and_line(tmp_path):
 
 
 def test_no_reference_tests_the_claims_only(tmp_path):
-    result = verify(study(REFERENCE), [Claim.above("beats chance", REFERENCE["row accuracy"], 0.5)],
-                    directory=tmp_path, fingerprint=A, write=False, quiet=True)
+    result = verify(
+        study(REFERENCE),
+        [Claim.above("beats chance", REFERENCE["row accuracy"], 0.5)],
+        directory=tmp_path,
+        fingerprint=A,
+        write=False,
+        quiet=True,
+    )
     assert result.mode == "claims only" and "no reference run" in result.reason and result.ok
 
 
 def test_reports_print_the_book_s_reference_paths_relative_to_the_package(tmp_path):
     from avpet_core.verification import REFERENCE_DIR, _shown
 
-    assert _shown(REFERENCE_DIR / "05_training_avel.json") == str(Path("avpet_core", "references", "05_training_avel.json"))
+    assert _shown(REFERENCE_DIR / "05_training_avel.json") == str(
+        Path("avpet_core", "references", "05_training_avel.json")
+    )
     outside = tmp_path / "05_training_avel.json"
     assert _shown(outside) == str(outside)  # a folder of the user's own is printed as given
 
 
 def test_other_settings_are_not_compared(reference_dir):
-    result = verify(study(REFERENCE, settings={"epochs": 15}), directory=reference_dir, fingerprint=A,
-                    write=False, quiet=True)
+    result = verify(
+        study(REFERENCE, settings={"epochs": 15}), directory=reference_dir, fingerprint=A, write=False, quiet=True
+    )
     assert result.mode == "claims only" and "epochs: 3 there, 15 here" in result.reason
 
 
@@ -149,7 +158,9 @@ def test_exact_mode_passes_the_same_bits_and_names_a_changed_one(reference_dir):
     result = verify(study(REFERENCE), directory=reference_dir, fingerprint=A, write=False, quiet=True)
     assert result.mode == "exact" and result.ok
     changed = {**REFERENCE, "row accuracy": [0.71, 0.74 + 1e-12, 0.72]}
-    with pytest.raises(VerificationError, match=r"row accuracy, seed 1: 0\.74000000000\d+ here, 0\.74 in the reference"):
+    with pytest.raises(
+        VerificationError, match=r"row accuracy, seed 1: 0\.74000000000\d+ here, 0\.74 in the reference"
+    ):
         verify(study(changed), directory=reference_dir, fingerprint=A, write=False, quiet=True)
 
 
@@ -158,8 +169,9 @@ def test_another_environment_or_other_seeds_check_statistically(reference_dir):
     result = verify(study(nearby), directory=reference_dir, fingerprint=B, write=False, quiet=True)
     assert result.mode == "statistical" and "fingerprint" in result.reason and result.ok
     assert result.consistency["consistent"].all() and len(result.consistency) == 2
-    result = verify(study(REFERENCE, seeds=(10, 11, 12)), directory=reference_dir, fingerprint=A, write=False,
-                    quiet=True)
+    result = verify(
+        study(REFERENCE, seeds=(10, 11, 12)), directory=reference_dir, fingerprint=A, write=False, quiet=True
+    )
     assert result.mode == "statistical" and "seeds [10, 11, 12]" in result.reason
 
 
@@ -170,8 +182,13 @@ def test_an_unseparated_claim_fails_in_every_mode(reference_dir):
 
 
 def test_the_report_says_the_mode_and_the_corrections(reference_dir, capsys):
-    verify(study(REFERENCE), [Claim.above("beats chance", REFERENCE["row accuracy"], 0.5)],
-           directory=reference_dir, fingerprint=B, write=False)
+    verify(
+        study(REFERENCE),
+        [Claim.above("beats chance", REFERENCE["row accuracy"], 0.5)],
+        directory=reference_dir,
+        fingerprint=B,
+        write=False,
+    )
     out = capsys.readouterr().out
     assert "checked in STATISTICAL mode" in out and "Holm over 2 metrics at 0.2%" in out
     assert "Holm over 1 claim(s) at 5%" in out and "verdict: every check passed" in out
@@ -184,8 +201,14 @@ def test_writing_needs_the_pins_and_keeps_a_failing_runs_numbers(tmp_path, monke
     monkeypatch.setattr(reproducibility, "is_pinned", lambda: True)
     monkeypatch.setattr("avpet_core.fingerprint.environment_identity", lambda environ=None: {"cpu_vendor": "test"})
     with pytest.raises(VerificationError):  # the claim fails, and the run's numbers are still written
-        verify(study(REFERENCE), [Claim.above("beats 0.9", REFERENCE["row accuracy"], 0.9)],
-               directory=tmp_path, fingerprint=A, write=True, quiet=True)
+        verify(
+            study(REFERENCE),
+            [Claim.above("beats 0.9", REFERENCE["row accuracy"], 0.9)],
+            directory=tmp_path,
+            fingerprint=A,
+            write=True,
+            quiet=True,
+        )
     assert load_reference(reference_path("demo", tmp_path))["metrics"]["row accuracy"][1] == 0.74
 
 
@@ -200,8 +223,13 @@ SEEDS = list(range(8))
 
 
 def _seed_study(environ: dict[str, str], *flags: str) -> SeedStudy:
-    done = subprocess.run([sys.executable, str(HERE / "seed_study_worker.py"), *map(str, SEEDS), *flags],
-                          env=environ, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(HERE / "seed_study_worker.py"), *map(str, SEEDS), *flags],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     s = SeedStudy("two_towers", {"epochs": 3})
     for seed, value in json.loads(done.stdout).items():

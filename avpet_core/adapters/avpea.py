@@ -41,11 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avpet_core.adapters.base import Adapter, AdapterConfig, bottleneck_width, joined_others
+from avpet_core.adapters.base import SublayerAdapter, SublayerAdapterConfig, bottleneck_width, joined_others
 from avpet_core.adapters.bottleneck import Bottleneck
 
 
-def cls_cross_attention(cls: torch.Tensor, other: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def cls_cross_attention(
+    cls: torch.Tensor, other: torch.Tensor, scale: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Parameter-free CLS cross-attention (eqs. 7-8 without the gate).
 
     Args:
@@ -62,7 +64,7 @@ def cls_cross_attention(cls: torch.Tensor, other: torch.Tensor, scale: float = 1
 
 
 @dataclass(frozen=True)
-class AVPEAConfig(AdapterConfig):
+class AVPEAConfig(SublayerAdapterConfig):
     """AV-PEA settings (Sec. 4.1).
 
     Attributes:
@@ -90,7 +92,7 @@ class AVPEAConfig(AdapterConfig):
         return f"avpea(d={d}, {'1/sqrt(D)-scaled' if self.scale_attention else 'unscaled'} CA)"
 
 
-class AVPEAAdapter(Adapter):
+class AVPEAAdapter(SublayerAdapter):
     """One AV-PEA adapter: ``B = h * f([g * CA(x_cls, X_other) ; X_p])`` (eqs. 5-8)."""
 
     def __init__(self, dim: int, config: AVPEAConfig = AVPEAConfig()):

@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from avpet_core.adapters.base import Adapter, AdapterConfig, AdapterConfigError, bottleneck_width
+from avpet_core.adapters.base import AdapterConfigError, SublayerAdapter, SublayerAdapterConfig, bottleneck_width
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
@@ -43,7 +43,7 @@ class Bottleneck(nn.Module):
 
 
 @dataclass(frozen=True)
-class BottleneckConfig(AdapterConfig):
+class BottleneckConfig(SublayerAdapterConfig):
     """Gated Houlsby bottleneck beside the attention sublayer.
 
     Attributes:
@@ -70,13 +70,14 @@ class BottleneckConfig(AdapterConfig):
         return f"houlsby(d={bottleneck_width(dim, self.reduction, self.bottleneck_dim)}, {self.activation})"
 
 
-class BottleneckAdapter(Adapter):
+class BottleneckAdapter(SublayerAdapter):
     """``B(X) = h * f(X)``; ``others`` is accepted for the common interface and ignored."""
 
     def __init__(self, dim: int, config: BottleneckConfig = BottleneckConfig()):
         super().__init__()
         self.config = config
-        self.bottleneck = Bottleneck(dim, bottleneck_width(dim, config.reduction, config.bottleneck_dim), config.activation)
+        hidden = bottleneck_width(dim, config.reduction, config.bottleneck_dim)
+        self.bottleneck = Bottleneck(dim, hidden, config.activation)
         self.h = nn.Parameter(torch.zeros(()))
 
     def forward(self, tokens: torch.Tensor, others: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:

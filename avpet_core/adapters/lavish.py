@@ -59,11 +59,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from avpet_core.adapters.base import Adapter, AdapterConfig, AdapterConfigError, joined_others
+from avpet_core.adapters.base import AdapterConfigError, SublayerAdapter, SublayerAdapterConfig, joined_others
 
 
 @dataclass(frozen=True)
-class LavishConfig(AdapterConfig):
+class LavishConfig(SublayerAdapterConfig):
     """LAVISH settings; defaults are the AVE preset (:data:`LAVISH_AVE`).
 
     Attributes:
@@ -135,8 +135,10 @@ def grouped_linear(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.
     if groups == 1:
         return x @ w.t()
     width_in, width_out = w.shape[1], w.shape[0] // groups
-    return torch.cat([x[:, i * width_in : (i + 1) * width_in] @ w[i * width_out : (i + 1) * width_out].t()
-                      for i in range(groups)], dim=1)
+    return torch.cat(
+        [x[:, i * width_in : (i + 1) * width_in] @ w[i * width_out : (i + 1) * width_out].t() for i in range(groups)],
+        dim=1,
+    )
 
 
 def raw_attention(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -144,7 +146,7 @@ def raw_attention(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return torch.softmax(query @ keys.transpose(1, 2), dim=-1) @ keys
 
 
-class LavishAdapter(Adapter):
+class LavishAdapter(SublayerAdapter):
     """One LAVISH adapter (steps 1-3 of the module docstring)."""
 
     def __init__(self, dim: int, config: LavishConfig = LAVISH_AVE):
@@ -165,10 +167,10 @@ class LavishAdapter(Adapter):
     def forward(self, tokens: torch.Tensor, others: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``others``: the other stream's tokens by modality (several: the latents gather them all, ours)."""
         latents = self.latents.expand(tokens.shape[0], -1, -1)
-        latents = latents + raw_attention(latents, joined_others(others))      # 1. latents gather the other stream
-        mixed = tokens + self.gate_av * raw_attention(tokens, latents)         # 2. tokens read the latents
+        latents = latents + raw_attention(latents, joined_others(others))  # 1. latents gather the other stream
+        mixed = tokens + self.gate_av * raw_attention(tokens, latents)  # 2. tokens read the latents
         z = self.norm_in(mixed)
-        rows = z.reshape(-1, z.shape[-1])                                      # (B N, D): one row per token
+        rows = z.reshape(-1, z.shape[-1])  # (B N, D): one row per token
         groups = self.config.groups
         rows = self.act(self.bn_down(grouped_linear(rows, self.down.weight, groups)))  # 3. grouped bottleneck
         rows = self.bn_up(grouped_linear(rows, self.up.weight, groups))

@@ -27,9 +27,11 @@ Short-term semantic interaction (SSI), within windows of ``w`` consecutive segme
 ``W_k = {k w, ..., k w + w - 1}``::
 
     H^m_t  = LN(X^m_t) D_m,  H^q = LN(Q) D_q                              (S1)  down to d (with biases)
-    U^m_t  = softmax(H^m_t K_k^T / sqrt(d)) K_k,   t in W_k,              (S2)  parameter-free attention
-             K_k = [H^{m'}_s : m' != m, s in W_k ; H^q (unpadded)]              over the window's other modality and the question
-    U^q    = softmax(H^q C^T / sqrt(d)) C,  C = [H^v_{t,cls} ; H^a_{t,cls} : all t]    the question reads every segment's CLS
+    U^m_t  = softmax(H^m_t K_k^T / sqrt(d)) K_k,   t in W_k,              (S2)  parameter-free attention over
+             K_k = [H^{m'}_s : m' != m, s in W_k ; H^q (unpadded)]              the window's other modality
+                                                                                and the question
+    U^q    = softmax(H^q C^T / sqrt(d)) C,                                      the question reads every
+             C = [H^v_{t,cls} ; H^a_{t,cls} : all t]                            segment's CLS
     dX^m   = g^m_s U^m U_m + c_m,   m in {v, a, q}                        (S3)  up to D_m, gated
 
 The block returns the deltas; the trimodal model adds ``dX = dX_LSF + dX_SSI`` to every modality's
@@ -54,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avpet_core.adapters.base import AdapterConfig, AdapterConfigError, bottleneck_width
+from avpet_core.adapters.base import AdapterConfigError, StageAdapter, StageAdapterConfig, StageOutput, bottleneck_width
 
 MODALITIES = ("visual", "audio", "text")
 """The modalities an LSTTA block reads and adapts (the text is the question)."""
@@ -63,7 +65,7 @@ FRAME_MODALITIES = ("visual", "audio")
 
 
 @dataclass(frozen=True)
-class LSTTAConfig(AdapterConfig):
+class LSTTAConfig(StageAdapterConfig):
     """LSTTA settings (every choice is ours except the two modules themselves).
 
     Attributes:
@@ -81,8 +83,6 @@ class LSTTAConfig(AdapterConfig):
     window: int = 2
 
     method: ClassVar[str] = "lstta"
-    sites: ClassVar[tuple[str, ...]] = ()  # between blocks of the three encoders, not beside a sublayer
-    trimodal: ClassVar[bool] = True
 
     def __post_init__(self):
         if not (self.long_term or self.short_term):
@@ -135,17 +135,19 @@ class LongTermFiltering(nn.Module):
 
     def importance(self, tokens: Mapping[str, torch.Tensor], text_mask: torch.Tensor) -> torch.Tensor:
         """``alpha`` ``(B, T)`` in ``(0, 1)`` (eqs. L1-L3)."""
-        question = masked_mean(_normed(tokens["text"]), text_mask)                       # (B, D_q)
-        z = (self.summaries["visual"](_normed(tokens["visual"][:, :, 0]))
-             + self.summaries["audio"](_normed(tokens["audio"][:, :, 0]))
-             + self.summaries["text"](question).unsqueeze(1))                            # (B, T, d)  L1
+        question = masked_mean(_normed(tokens["text"]), text_mask)  # (B, D_q)
+        z = (
+            self.summaries["visual"](_normed(tokens["visual"][:, :, 0]))
+            + self.summaries["audio"](_normed(tokens["audio"][:, :, 0]))
+            + self.summaries["text"](question).unsqueeze(1)
+        )  # (B, T, d)  L1
         attended = F.scaled_dot_product_attention(self.query(z), self.key(z), self.value(z))
-        return torch.sigmoid(self.score(z + attended)).squeeze(-1)                      # L2, L3
+        return torch.sigmoid(self.score(z + attended)).squeeze(-1)  # L2, L3
 
     def forward(self, tokens: Mapping[str, torch.Tensor], text_mask: torch.Tensor):
         alpha = self.importance(tokens, text_mask)
         scale = (alpha - 1.0)[:, :, None, None]
-        deltas = {m: self.gates[m] * scale * tokens[m] for m in FRAME_MODALITIES}        # L4
+        deltas = {m: self.gates[m] * scale * tokens[m] for m in FRAME_MODALITIES}  # L4
         return deltas, alpha
 
 
@@ -155,8 +157,8 @@ class ShortTermInteraction(nn.Module):
     def __init__(self, dims: Mapping[str, int], d: int, window: int):
         super().__init__()
         self.window = window
-        self.down = nn.ModuleDict({m: nn.Linear(dims[m], d) for m in MODALITIES})      # D_m (S1)
-        self.up = nn.ModuleDict({m: nn.Linear(d, dims[m]) for m in MODALITIES})        # U_m, c_m (S3)
+        self.down = nn.ModuleDict({m: nn.Linear(dims[m], d) for m in MODALITIES})  # D_m (S1)
+        self.up = nn.ModuleDict({m: nn.Linear(d, dims[m]) for m in MODALITIES})  # U_m, c_m (S3)
         self.gates = nn.ParameterDict({m: nn.Parameter(torch.zeros(())) for m in MODALITIES})  # g^m_s
 
     def windows(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,7 +170,7 @@ class ShortTermInteraction(nn.Module):
         return padded.reshape(b, k, self.window * n, d), real.reshape(k, self.window).repeat_interleave(n, dim=1)
 
     def forward(self, tokens: Mapping[str, torch.Tensor], text_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = {m: self.down[m](_normed(tokens[m])) for m in MODALITIES}                   # S1
+        h = {m: self.down[m](_normed(tokens[m])) for m in MODALITIES}  # S1
         b, t = tokens["visual"].shape[:2]
         question, d = h["text"], h["text"].shape[-1]
         windows = {m: self.windows(h[m]) for m in FRAME_MODALITIES}
@@ -180,22 +182,19 @@ class ShortTermInteraction(nn.Module):
             allowed = torch.cat([other_real.expand(b, k, -1), text_mask.unsqueeze(1).expand(b, k, -1)], dim=2)
             attended = F.scaled_dot_product_attention(queries, keys, keys, attn_mask=allowed.unsqueeze(2))  # S2
             attended = attended.reshape(b, k * self.window, -1, d)[:, :t]
-            deltas[m] = self.gates[m] * self.up[m](attended)                              # S3
-        summaries = torch.cat([h["visual"][:, :, 0], h["audio"][:, :, 0]], dim=1)        # C: (B, 2T, d)
+            deltas[m] = self.gates[m] * self.up[m](attended)  # S3
+        summaries = torch.cat([h["visual"][:, :, 0], h["audio"][:, :, 0]], dim=1)  # C: (B, 2T, d)
         read = F.scaled_dot_product_attention(question, summaries, summaries)
         deltas["text"] = self.gates["text"] * self.up["text"](read)
         return deltas
 
 
-@dataclass
-class LSTTAOutput:
-    """What one block returns: the deltas of every modality's tokens and LSF's frame importance."""
-
-    deltas: dict[str, torch.Tensor]
-    importance: torch.Tensor | None = None  # (B, T); None without LSF
+LSTTAOutput = StageOutput
+"""What one block returns: the deltas of every modality's tokens and LSF's frame importance ``(B, T)``
+(``None`` without LSF) — the stage adapters' :class:`~avpet_core.adapters.base.StageOutput`."""
 
 
-class LSTTABlock(nn.Module):
+class LSTTABlock(StageAdapter):
     """One LSTTA block between two stages of the frozen encoders: ``dX = dX_LSF + dX_SSI``."""
 
     def __init__(self, dims: Mapping[str, int], config: LSTTAConfig = LSTTAConfig()):
@@ -207,10 +206,6 @@ class LSTTABlock(nn.Module):
         d = config.width(dims)
         self.long_term = LongTermFiltering(dims, d) if config.long_term else None
         self.short_term = ShortTermInteraction(dims, d, config.window) if config.short_term else None
-
-    def gates(self) -> dict[str, nn.Parameter]:
-        """Every gate by name (all start at zero)."""
-        return {name: p for name, p in self.named_parameters() if p.ndim == 0}
 
     def forward(self, tokens: Mapping[str, torch.Tensor], text_mask: torch.Tensor) -> LSTTAOutput:
         """``tokens``: ``visual`` ``(B, T, 1+N, D_v)``, ``audio`` ``(B, T, 1+M, D_a)``, ``text`` ``(B, L, D_q)``;
@@ -224,4 +219,3 @@ class LSTTABlock(nn.Module):
             interaction = self.short_term(tokens, text_mask)
             deltas = {m: deltas[m] + interaction[m] for m in MODALITIES}
         return LSTTAOutput(deltas=deltas, importance=importance)
-

@@ -87,8 +87,9 @@ def create_backbone(
         else:
             model = build_micro_vit(num_classes=num_classes, dynamic_img_size=dynamic_img_size)
     else:
-        model = create_timm_vit(name, pretrained, weights_file, dynamic_img_size, num_classes, timm_kwargs,
-                                offline_name=MICRO_VIT)
+        model = create_timm_vit(
+            name, pretrained, weights_file, dynamic_img_size, num_classes, timm_kwargs, offline_name=MICRO_VIT
+        )
 
     if freeze:
         freeze_module(model)

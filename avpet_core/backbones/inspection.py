@@ -1,4 +1,4 @@
-"""Looking inside a timm ViT: attention probabilities, block by block.
+"""Looking inside a timm ViT: the tokens entering block 0, attention probabilities block by block.
 
 timm's attention uses ``F.scaled_dot_product_attention`` when it can (``attn.fused_attn``), which
 never materialises the attention matrix. To draw attention maps we recompute the softmax from the
@@ -26,7 +26,13 @@ def attention_probs(block: Block, x: torch.Tensor) -> torch.Tensor:
 
 
 def embed_tokens(model: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
-    """Patch embedding, CLS token and (resampled) position embeddings: the input of block 0."""
+    """Patch embedding, CLS token and (resampled) position embeddings: ``(B, 3, H, W) -> (B, 1+N, D)``,
+    the input of block 0 — the same operations as timm's ``forward_features`` before its blocks.
+
+    The one place this step is written: the dual-stream and trimodal models embed their streams here.
+    Sizes that are not whole patches fail with a clear error (:func:`~avpet_core.backbones.patch_grid`).
+    """
+    patch_grid(model, *images.shape[-2:])
     return model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(images))))
 
 

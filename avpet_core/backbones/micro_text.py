@@ -12,9 +12,9 @@ The tokenizer (:class:`WordTokenizer`) is word-level over :func:`~avpet_core.dat
 lower-cased words, punctuation dropped (as MUSIC-AVQA's question vocabulary does), ids ``[PAD]`` = 0,
 ``[UNK]`` = 1, ``[MASK]`` = 2, ``[CLS]`` = 3, then the words; ``[CLS]`` is prepended to every text.
 
-:func:`pretrained_micro_text` trains once and caches the result, exactly like the micro-ViT
-(:mod:`avpet_core.backbones.micro_vit`): in ``$AVPET_CACHE_DIR`` (:mod:`avpet_core.files`), under a
-name derived from the whole configuration, the vocabulary and the numeric environment
+:func:`pretrained_micro_text` trains once and caches the result, through the cache it shares with
+the micro-ViT (:mod:`avpet_core.backbones.cached`): in ``$AVPET_CACHE_DIR`` (:mod:`avpet_core.files`),
+under a name derived from the whole configuration, the vocabulary and the numeric environment
 (:func:`avpet_core.reproducibility.environment_key`), written atomically, with a JSON record (held-out
 masked-token accuracy beside the most-frequent-token baseline, history, seconds, numeric
 environment). Training is deterministic on CPU for a given configuration and leaves the caller's
@@ -23,26 +23,25 @@ global RNG state alone.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save
 from torch import nn
 from tqdm.auto import tqdm
 
+from avpet_core.backbones.cached import cache_paths  # noqa: F401 (micro_text.cache_paths, for its callers)
+from avpet_core.backbones.cached import pretraining_key, train_or_load
 from avpet_core.backbones.micro_vit import deterministic_cpu
 from avpet_core.backbones.text import MICRO_TEXT, TextEncoder, TextEncoderError, check_tokenizer_fits
-from avpet_core.backbones.vit import BackboneError
-from avpet_core.data.music_avqa import tokenise
+from avpet_core.data.tokens import tokenise
 from avpet_core.data.synthetic.text import TEXT_KINDS, TextCorpusConfig, corpus_vocabulary, text_corpus
-from avpet_core.files import CacheError, atomic_write_bytes, cache_dir, ensure_writable, first_line
-from avpet_core.reproducibility import NUM_THREADS, environment_key, numeric_environment
+from avpet_core.files import short_hash
+from avpet_core.reproducibility import NUM_THREADS, numeric_environment
+from avpet_core.schedules import warmup_cosine
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[MASK]", "[CLS]")
 PAD_ID, UNK_ID, MASK_ID, CLS_ID = range(4)
@@ -81,7 +80,8 @@ class WordTokenizer:
         return [CLS_ID] + [self.ids.get(word, UNK_ID) for word in self.tokenize(text)]
 
     def encode(self, texts: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(ids, mask)``: int64 and bool ``(B, max_length)``; texts cut to ``max_length`` tokens, padded with ``[PAD]``."""
+        """``(ids, mask)``: int64 and bool ``(B, max_length)``; texts cut to ``max_length`` tokens,
+        padded with ``[PAD]``."""
         if isinstance(texts, str):
             raise TypeError("encode takes a list of texts, not one string")
         if max_length < 1:
@@ -102,7 +102,8 @@ class WordTokenizer:
 
 
 def vocabulary_key(tokenizer: WordTokenizer) -> str:
-    return hashlib.sha256("\n".join(tokenizer.tokens).encode()).hexdigest()[:12]
+    """A short hash of the tokenizer's tokens, in order (part of the pretraining's cache key)."""
+    return short_hash("\n".join(tokenizer.tokens))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,6 +261,8 @@ def build_micro_text_encoder(config: MicroTextConfig = MicroTextConfig()) -> Mic
 class TextPretrainConfig:
     """Everything that determines the pretrained micro text encoder (and so its cache key)."""
 
+    cache_name: ClassVar[str] = MICRO_TEXT  # its cache files are micro_text-{key}.* (not a field: not in the key)
+
     model: MicroTextConfig = field(default_factory=MicroTextConfig)
     corpus: TextCorpusConfig = field(default_factory=TextCorpusConfig)
     steps: int = 1200
@@ -275,16 +278,18 @@ class TextPretrainConfig:
 
     def key(self) -> str:
         """Hash of the configuration, the vocabulary and the numeric environment it is trained in."""
-        blob = {**asdict(self), "vocabulary": vocabulary_key(WordTokenizer()), "numeric_environment": environment_key()}
-        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
+        return pretraining_key(self, vocabulary=vocabulary_key(WordTokenizer()))
 
 
-def _encode_kinds(corpus: dict[str, Sequence[str]], tokenizer: WordTokenizer, max_length: int) -> dict[str, torch.Tensor]:
+def _encode_kinds(
+    corpus: dict[str, Sequence[str]], tokenizer: WordTokenizer, max_length: int
+) -> dict[str, torch.Tensor]:
     return {kind: tokenizer.encode(list(corpus[kind]), max_length)[0] for kind in TEXT_KINDS if corpus[kind]}
 
 
-def mask_tokens(ids: torch.Tensor, probability: float, vocab_size: int, g: torch.Generator,
-                replace: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_tokens(
+    ids: torch.Tensor, probability: float, vocab_size: int, g: torch.Generator, replace: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's masking: ``(inputs, targets)``, targets ``-100`` where nothing is to be predicted.
 
     Each word (not ``[PAD]`` or ``[CLS]``) is chosen with ``probability``, and at least one per text;
@@ -321,8 +326,9 @@ def mask_each_word(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return inputs, targets
 
 
-def held_out_set(config: TextPretrainConfig = TextPretrainConfig(),
-                 corpus: dict[str, Sequence[str]] | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def held_out_set(
+    config: TextPretrainConfig = TextPretrainConfig(), corpus: dict[str, Sequence[str]] | None = None
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The held-out text (the corpus's test split) by kind, masked for evaluation: ``(inputs, targets)``.
 
     Descriptions are masked once, as in training but every chosen word by ``[MASK]``, with the
@@ -332,14 +338,22 @@ def held_out_set(config: TextPretrainConfig = TextPretrainConfig(),
     corpus = text_corpus(config.corpus, "test") if corpus is None else corpus
     encoded = _encode_kinds(corpus, tokenizer, config.model.max_length)
     g = torch.Generator().manual_seed(config.test_seed)
-    return {kind: mask_each_word(ids) if kind == "question" else
-            mask_tokens(ids, config.mask_probability, len(tokenizer), g, replace=False)
-            for kind, ids in encoded.items()}
+    return {
+        kind: mask_each_word(ids)
+        if kind == "question"
+        else mask_tokens(ids, config.mask_probability, len(tokenizer), g, replace=False)
+        for kind, ids in encoded.items()
+    }
 
 
 @torch.no_grad()
-def evaluate_mlm(model: MicroTextMLM, config: TextPretrainConfig = TextPretrainConfig(), *,
-                 held_out: dict | None = None, batch_size: int = 1024) -> dict[str, float]:
+def evaluate_mlm(
+    model: MicroTextMLM,
+    config: TextPretrainConfig = TextPretrainConfig(),
+    *,
+    held_out: dict | None = None,
+    batch_size: int = 1024,
+) -> dict[str, float]:
     """Masked-token accuracy on the held-out text (:func:`held_out_set`): per kind and over all
     masked tokens (``"all"``)."""
     held_out = held_out_set(config) if held_out is None else held_out
@@ -360,16 +374,19 @@ def evaluate_mlm(model: MicroTextMLM, config: TextPretrainConfig = TextPretrainC
     return result
 
 
-def baseline_accuracy(config: TextPretrainConfig = TextPretrainConfig(), *,
-                      train_corpus: dict | None = None, held_out: dict | None = None) -> dict:
+def baseline_accuracy(
+    config: TextPretrainConfig = TextPretrainConfig(), *, train_corpus: dict | None = None, held_out: dict | None = None
+) -> dict:
     """The trivial baseline: always predict the training corpus's most frequent word (kinds weighed
     equally, as training samples them), scored on the held-out masked tokens like :func:`evaluate_mlm`."""
     tokenizer = WordTokenizer()
     train_corpus = text_corpus(config.corpus, "train") if train_corpus is None else train_corpus
     held_out = held_out_set(config) if held_out is None else held_out
     encoded = _encode_kinds(train_corpus, tokenizer, config.model.max_length)
-    frequency = sum(torch.bincount(ids.flatten(), minlength=len(tokenizer)).double() / (ids >= len(SPECIAL_TOKENS)).sum()
-                    for ids in encoded.values())
+    frequency = sum(
+        torch.bincount(ids.flatten(), minlength=len(tokenizer)).double() / (ids >= len(SPECIAL_TOKENS)).sum()
+        for ids in encoded.values()
+    )
     frequency[: len(SPECIAL_TOKENS)] = 0
     word = int(frequency.argmax())
     result: dict = {"word": tokenizer.tokens[word]}
@@ -384,21 +401,20 @@ def baseline_accuracy(config: TextPretrainConfig = TextPretrainConfig(), *,
 
 def corpus_sizes(corpora: dict[str, dict[str, Sequence[str]]], held_out: dict | None = None) -> dict:
     """Texts and words of each kind per split (and, given the held-out set, its masked tokens)."""
-    sizes = {split: {kind: {"texts": len(texts), "words": sum(len(tokenise(t)) for t in texts)}
-                     for kind, texts in corpus.items()} for split, corpus in corpora.items()}
+    sizes = {
+        split: {
+            kind: {"texts": len(texts), "words": sum(len(tokenise(t)) for t in texts)} for kind, texts in corpus.items()
+        }
+        for split, corpus in corpora.items()
+    }
     if held_out is not None:
         sizes["held_out_masked_tokens"] = {kind: int((t != -100).sum()) for kind, (_, t) in held_out.items()}
     return sizes
 
 
-def _lr_factor(step: int, config: TextPretrainConfig) -> float:
-    """Linear warm-up, then cosine decay to zero."""
-    warmup = min(1.0, (step + 1) / config.warmup_steps)
-    return warmup * 0.5 * (1.0 + math.cos(math.pi * step / config.steps))
-
-
-def pretrain_micro_text(config: TextPretrainConfig = TextPretrainConfig(), *,
-                        progress: bool = True) -> tuple[MicroTextMLM, dict]:
+def pretrain_micro_text(
+    config: TextPretrainConfig = TextPretrainConfig(), *, progress: bool = True
+) -> tuple[MicroTextMLM, dict]:
     """Pretrain the micro text encoder by masked-language modelling on the synthetic corpus.
 
     Every batch draws each text's kind uniformly (so the ~80 template questions weigh as much as
@@ -418,15 +434,21 @@ def pretrain_micro_text(config: TextPretrainConfig = TextPretrainConfig(), *,
         kinds = list(encoded)
         decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "position" not in n]
         no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "position" in n]
-        optimiser = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(step, config))
+        optimiser = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr,
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda step: warmup_cosine(step, config.steps, config.warmup_steps, decay_during_warmup=True)
+        )
         g = torch.Generator().manual_seed(config.seed + 1)
         model.train()
         bar = tqdm(range(config.steps), desc="pretraining micro text encoder", disable=not progress, mininterval=3.0)
         for step in bar:
             kind = torch.randint(len(kinds), (config.batch_size,), generator=g)
-            rows = [encoded[kinds[k]][int(torch.randint(len(encoded[kinds[k]]), (), generator=g))] for k in kind.tolist()]
+            rows = [
+                encoded[kinds[k]][int(torch.randint(len(encoded[kinds[k]]), (), generator=g))] for k in kind.tolist()
+            ]
             ids = torch.stack(rows)
             ids = ids[:, : int((ids != PAD_ID).sum(-1).max())]  # drop the columns that are padding in every text
             inputs, targets = mask_tokens(ids, config.mask_probability, len(tokenizer), g)
@@ -438,8 +460,13 @@ def pretrain_micro_text(config: TextPretrainConfig = TextPretrainConfig(), *,
             schedule.step()
             if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
                 accuracy = evaluate_mlm(model, config, held_out=held_out)
-                history.append({"step": step + 1, "train_loss": round(loss.item(), 4),
-                                "held_out_accuracy": {k: round(v, 4) for k, v in accuracy.items()}})
+                history.append(
+                    {
+                        "step": step + 1,
+                        "train_loss": round(loss.item(), 4),
+                        "held_out_accuracy": {k: round(v, 4) for k, v in accuracy.items()},
+                    }
+                )
                 bar.set_postfix(loss=f"{loss.item():.3f}", held_out=f"{accuracy['all']:.3f}")
         model.eval()
         environment = numeric_environment()
@@ -466,57 +493,32 @@ def pretrain_micro_text(config: TextPretrainConfig = TextPretrainConfig(), *,
 # ---------------------------------------------------------------------------------------------
 
 
-def cache_paths(config: TextPretrainConfig = TextPretrainConfig(), directory=None):
-    """``(weights, record)`` paths of the cached pretraining for ``config``."""
-    directory = directory or cache_dir()
-    stem = f"{MICRO_TEXT}-{config.key()}"
-    return directory / f"{stem}.safetensors", directory / f"{stem}.json"
+def _untrained_mlm(config: TextPretrainConfig) -> MicroTextMLM:
+    """An MLM of ``config``'s architecture for the cached weights to load into; its initialisation,
+    which the load overwrites, leaves the global RNG alone."""
+    with torch.random.fork_rng(devices=[]):
+        return MicroTextMLM(config.model, len(WordTokenizer()))
 
 
-def _load_state(model: nn.Module, path) -> None:
-    try:
-        state = load_file(str(path))
-    except Exception as err:
-        raise BackboneError(f"{path}: not a readable weights file ({first_line(err)})") from err
-    own = model.state_dict()
-    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
-    if mismatched or missing or unexpected:
-        raise BackboneError(f"{path}: weights do not fit the micro text encoder (missing {missing[:3]}, "
-                            f"unexpected {unexpected[:3]}, other shape {mismatched[:3]}); delete it to retrain")
-    model.load_state_dict(state)
-
-
-def pretrained_micro_text_mlm(config: TextPretrainConfig = TextPretrainConfig(), *, retrain: bool = False,
-                              progress: bool = True) -> MicroTextMLM:
-    """The pretrained MLM (encoder and head): loaded from the cache, or trained and cached now.
+def pretrained_micro_text_mlm(
+    config: TextPretrainConfig = TextPretrainConfig(), *, retrain: bool = False, progress: bool = True
+) -> MicroTextMLM:
+    """The pretrained MLM (encoder and head): loaded from the cache, or trained and cached now
+    (:func:`~avpet_core.backbones.cached.train_or_load`).
 
     ``model.pretraining`` holds the training record.
     """
-    weights_path, record_path = cache_paths(config)
-    if retrain or not (weights_path.is_file() and record_path.is_file()):
-        ensure_writable(weights_path.parent)  # fail before spending a minute training
-        model, record = pretrain_micro_text(config, progress=progress)
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        atomic_write_bytes(weights_path, save(state, metadata={"config_key": config.key()}))
-        atomic_write_bytes(record_path, json.dumps(record, indent=2).encode())
-        record = json.loads(json.dumps(record))  # the same plain-JSON record as a cache hit gives
-    else:
-        try:
-            record = json.loads(record_path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise CacheError(f"{record_path}: unreadable pretraining record ({err}); delete it to retrain") from err
-    # Both branches load from the file, so a fresh run and a cached run give the same model.
-    with torch.random.fork_rng(devices=[]):  # initialisation that the load overwrites: leave the global RNG alone
-        model = MicroTextMLM(config.model, len(WordTokenizer()))
-    _load_state(model, weights_path)
-    model.eval()
-    model.pretraining = record
-    return model
+    return train_or_load(
+        config,
+        train=lambda: pretrain_micro_text(config, progress=progress),
+        build=lambda: _untrained_mlm(config),
+        retrain=retrain,
+    )
 
 
-def pretrained_micro_text(config: TextPretrainConfig = TextPretrainConfig(), *, retrain: bool = False,
-                          progress: bool = True) -> MicroTextEncoder:
+def pretrained_micro_text(
+    config: TextPretrainConfig = TextPretrainConfig(), *, retrain: bool = False, progress: bool = True
+) -> MicroTextEncoder:
     """The pretrained micro text encoder, frozen (its MLM head dropped); ``encoder.pretraining`` is the record."""
     mlm = pretrained_micro_text_mlm(config, retrain=retrain, progress=progress)
     encoder = MicroTextEncoder(mlm.encoder, WordTokenizer())

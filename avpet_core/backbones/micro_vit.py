@@ -6,9 +6,10 @@ micro-ViT (:class:`MicroViTConfig`: 4 timm ``Block``s of width 96 on 48 x 48 ima
 paper's backbone, it never sees audio.
 
 :func:`pretrained_micro_vit` trains once and caches the result; later calls load it. The cache
-lives in ``$AVPET_CACHE_DIR`` (default ``~/.cache/avpet``, :mod:`avpet_core.files`) under a name
-derived from the full configuration, so changing any setting trains a new model rather than
-loading a stale one.
+(:mod:`avpet_core.backbones.cached`, shared with the micro text encoder) lives in
+``$AVPET_CACHE_DIR`` (default ``~/.cache/avpet``, :mod:`avpet_core.files`) under a name derived
+from the full configuration, so changing any setting trains a new model rather than loading a
+stale one.
 
 Training is deterministic on CPU for a given configuration (seeded generators, deterministic
 algorithms, one thread), and does not disturb the caller's global RNG state. The cache key also
@@ -19,24 +20,21 @@ never loaded by a pinned run, and each record says what it was trained under.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save
 from timm.models.vision_transformer import VisionTransformer
 from tqdm.auto import tqdm
 
-from avpet_core.backbones.vit import load_weights, normalise_images
+from avpet_core.backbones.cached import cache_paths, pretraining_key, train_or_load
+from avpet_core.backbones.vit import normalise_images
 from avpet_core.data.procedural_images import NUM_CLASSES, ShapesTexturesConfig, draw_shapes_textures
-from avpet_core.files import CacheError, atomic_write_bytes, cache_dir, ensure_writable
-from avpet_core.reproducibility import NUM_THREADS, environment_key, numeric_environment, pin_runtime
+from avpet_core.reproducibility import NUM_THREADS, numeric_environment, pin_runtime
+from avpet_core.schedules import warmup_cosine
 
 MICRO_VIT = "micro_vit"
 """Name of the book's offline backbone: a 4-block, 96-dimensional ViT on 48 x 48 images (8 x 8 patches)."""
@@ -71,9 +69,7 @@ def build_micro_vit(
     config: MicroViTConfig = MicroViTConfig(), *, num_classes: int = 0, dynamic_img_size: bool = True
 ) -> VisionTransformer:
     """A randomly initialised micro-ViT (timm ``VisionTransformer``), with a timm-style ``pretrained_cfg``."""
-    model = VisionTransformer(
-        num_classes=num_classes, dynamic_img_size=dynamic_img_size, **config.vit_kwargs()
-    )
+    model = VisionTransformer(num_classes=num_classes, dynamic_img_size=dynamic_img_size, **config.vit_kwargs())
     model.pretrained_cfg = {
         "architecture": MICRO_VIT,
         "input_size": (3, config.img_size, config.img_size),
@@ -87,6 +83,8 @@ def build_micro_vit(
 @dataclass(frozen=True)
 class PretrainConfig:
     """Everything that determines the pretrained micro-ViT (and so its cache key)."""
+
+    cache_name: ClassVar[str] = MICRO_VIT  # its cache files are micro_vit-{key}.* (not a field: not in the key)
 
     model: MicroViTConfig = field(default_factory=MicroViTConfig)
     images: ShapesTexturesConfig = field(default_factory=ShapesTexturesConfig)
@@ -103,8 +101,7 @@ class PretrainConfig:
 
     def key(self) -> str:
         """Hash of the configuration and of the numeric environment it is trained in."""
-        blob = json.dumps({**asdict(self), "numeric_environment": environment_key()}, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        return pretraining_key(self)
 
 
 @contextmanager
@@ -130,7 +127,9 @@ def test_set(config: PretrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def evaluate(model: VisionTransformer, config: PretrainConfig = PretrainConfig(), batch_size: int = 500) -> float:
+def held_out_accuracy(
+    model: VisionTransformer, config: PretrainConfig = PretrainConfig(), batch_size: int = 500
+) -> float:
     """Top-1 accuracy of a micro-ViT classifier on the held-out procedural test set."""
     images, labels = test_set(config)
     was_training = model.training
@@ -143,13 +142,9 @@ def evaluate(model: VisionTransformer, config: PretrainConfig = PretrainConfig()
     return correct / len(labels)
 
 
-def _lr_factor(step: int, config: PretrainConfig) -> float:
-    """Linear warm-up, then cosine decay to zero."""
-    warmup = min(1.0, (step + 1) / config.warmup_steps)
-    return warmup * 0.5 * (1.0 + math.cos(math.pi * step / config.steps))
-
-
-def pretrain_micro_vit(config: PretrainConfig = PretrainConfig(), *, progress: bool = True) -> tuple[VisionTransformer, dict]:
+def pretrain_micro_vit(
+    config: PretrainConfig = PretrainConfig(), *, progress: bool = True
+) -> tuple[VisionTransformer, dict]:
     """Train a micro-ViT classifier on shapes-and-textures from scratch.
 
     Returns the model (with its 16-way head) and a record: test accuracy, the loss/accuracy
@@ -161,7 +156,9 @@ def pretrain_micro_vit(config: PretrainConfig = PretrainConfig(), *, progress: b
         torch.manual_seed(config.seed)
         model = build_micro_vit(config.model, num_classes=NUM_CLASSES)
         optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(step, config))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda step: warmup_cosine(step, config.steps, config.warmup_steps, decay_during_warmup=True)
+        )
         generator = torch.Generator().manual_seed(config.seed + 1)
         model.train()
         bar = tqdm(range(config.steps), desc="pretraining micro-ViT", disable=not progress, mininterval=3.0)
@@ -173,7 +170,7 @@ def pretrain_micro_vit(config: PretrainConfig = PretrainConfig(), *, progress: b
             optimiser.step()
             schedule.step()
             if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
-                accuracy = evaluate(model, config)
+                accuracy = held_out_accuracy(model, config)
                 history.append({"step": step + 1, "train_loss": round(loss.item(), 4), "test_accuracy": accuracy})
                 bar.set_postfix(loss=f"{loss.item():.3f}", test_acc=f"{accuracy:.3f}")
         model.eval()
@@ -190,13 +187,6 @@ def pretrain_micro_vit(config: PretrainConfig = PretrainConfig(), *, progress: b
     return model, record
 
 
-def cache_paths(config: PretrainConfig, directory: Path | None = None) -> tuple[Path, Path]:
-    """``(weights, record)`` paths of the cached pretraining for ``config``."""
-    directory = directory or cache_dir()
-    stem = f"micro_vit-{config.key()}"
-    return directory / f"{stem}.safetensors", directory / f"{stem}.json"
-
-
 def pretrained_micro_vit(
     config: PretrainConfig = PretrainConfig(),
     *,
@@ -204,27 +194,18 @@ def pretrained_micro_vit(
     retrain: bool = False,
     progress: bool = True,
 ) -> VisionTransformer:
-    """The pretrained micro-ViT classifier: loaded from the cache, or trained and cached now.
+    """The pretrained micro-ViT classifier: loaded from the cache, or trained and cached now
+    (:func:`~avpet_core.backbones.cached.train_or_load`).
 
     The returned model carries its 16-way head; ``model.pretraining`` holds the training record
-    (test accuracy, history, wall time).
+    (test accuracy, history, wall time), and ``model.pretrained_cfg["file"]`` the weights file.
     """
-    weights_path, record_path = cache_paths(config)
-    if retrain or not (weights_path.is_file() and record_path.is_file()):
-        ensure_writable(weights_path.parent)  # fail before spending a minute training
-        model, record = pretrain_micro_vit(config, progress=progress)
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        atomic_write_bytes(weights_path, save(state, metadata={"config_key": config.key()}))
-        atomic_write_bytes(record_path, json.dumps(record, indent=2).encode())
-        record = json.loads(json.dumps(record))  # the same plain-JSON record as a cache hit gives
-    else:
-        try:
-            record = json.loads(record_path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise CacheError(f"{record_path}: unreadable pretraining record ({err}); delete it to retrain") from err
-    # Both branches load from the file, so a fresh run and a cached run give the same model.
-    model = build_micro_vit(config.model, num_classes=NUM_CLASSES, dynamic_img_size=dynamic_img_size)
-    load_weights(model, weights_path)
-    model.eval()
-    model.pretraining = record
+    model = train_or_load(
+        config,
+        train=lambda: pretrain_micro_vit(config, progress=progress),
+        build=lambda: build_micro_vit(config.model, num_classes=NUM_CLASSES, dynamic_img_size=dynamic_img_size),
+        retrain=retrain,
+    )
+    weights_path, _ = cache_paths(config)
+    model.pretrained_cfg = {**model.pretrained_cfg, "file": str(weights_path)}  # provenance, as load_weights keeps it
     return model

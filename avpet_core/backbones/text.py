@@ -120,9 +120,14 @@ class TextEncoder(nn.Module):
 
     def signature(self) -> dict:
         """The architecture and its shape, JSON-ready (what an adapter checkpoint must match)."""
-        return {"architecture": self.architecture, "width": int(self.width), "depth": int(self.depth),
-                "num_heads": int(self.num_heads), "vocab_size": int(self.vocab_size),
-                "max_length": int(self.max_length)}
+        return {
+            "architecture": self.architecture,
+            "width": int(self.width),
+            "depth": int(self.depth),
+            "num_heads": int(self.num_heads),
+            "vocab_size": int(self.vocab_size),
+            "max_length": int(self.max_length),
+        }
 
     def freeze(self) -> "TextEncoder":
         """``requires_grad=False`` on every parameter, and eval mode."""
@@ -170,11 +175,27 @@ FAMILIES = {
 
 _BERT_BASE = {}
 _BERT_LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096}
-_ROBERTA = {"vocab_size": 50265, "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
-            "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
-_CLIP_B = {"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
-           "num_attention_heads": 8, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
-           "pad_token_id": 1, "bos_token_id": 49406, "eos_token_id": 49407}
+_ROBERTA = {
+    "vocab_size": 50265,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "layer_norm_eps": 1e-5,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+}
+_CLIP_B = {
+    "vocab_size": 49408,
+    "hidden_size": 512,
+    "intermediate_size": 2048,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 8,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "pad_token_id": 1,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+}
 _CLIP_L = {**_CLIP_B, "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12}
 
 KNOWN_CONFIGS: dict[str, tuple[str, dict]] = {
@@ -226,8 +247,7 @@ class HFTokenizer:
     def encode(self, texts: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(texts, str):
             raise TypeError("encode takes a list of texts, not one string")
-        batch = self.hf(list(texts), padding="max_length", truncation=True, max_length=max_length,
-                        return_tensors="pt")
+        batch = self.hf(list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
         return batch["input_ids"].to(torch.int64), batch["attention_mask"].to(torch.bool)
 
     def decode(self, ids: torch.Tensor) -> list[str]:
@@ -288,15 +308,19 @@ class HFTextEncoder(TextEncoder):
         config = model.config
         model_type = getattr(config, "model_type", None)
         if model_type not in FAMILIES:
-            raise TextEncoderError(f"{name or type(model).__name__}: model type {model_type!r} is not supported; "
-                                   f"supported: {', '.join(sorted(FAMILIES))}")
+            raise TextEncoderError(
+                f"{name or type(model).__name__}: model type {model_type!r} is not supported; "
+                f"supported: {', '.join(sorted(FAMILIES))}"
+            )
         self.family = FAMILIES[model_type][0]
         if self.family == "bert" and getattr(config, "is_decoder", False):
             raise TextEncoderError(f"{name}: a decoder (is_decoder=True) is not a bidirectional text encoder")
         implementation = getattr(config, "_attn_implementation", None)
         if implementation not in (None, "eager", "sdpa"):
-            raise TextEncoderError(f"{name}: attention implementation {implementation!r} takes no 4-D mask; "
-                                   "load the model with attn_implementation='sdpa' or 'eager'")
+            raise TextEncoderError(
+                f"{name}: attention implementation {implementation!r} takes no 4-D mask; "
+                "load the model with attn_implementation='sdpa' or 'eager'"
+            )
         self.model = model
         self.name = name or getattr(config, "name_or_path", None) or model_type
         self.architecture = "clip_text" if self.family == "clip" else model_type
@@ -314,8 +338,12 @@ class HFTextEncoder(TextEncoder):
         if tokenizer is None:
             self.tokenizer = MissingTokenizer(self.name)
         else:
-            check_tokenizer_fits(len(tokenizer), self.vocab_size, tokenizer=f"{type(tokenizer).__name__} "
-                                 f"({getattr(tokenizer, 'name_or_path', '') or 'unnamed'})", model=self.name)
+            check_tokenizer_fits(
+                len(tokenizer),
+                self.vocab_size,
+                tokenizer=f"{type(tokenizer).__name__} ({getattr(tokenizer, 'name_or_path', '') or 'unnamed'})",
+                model=self.name,
+            )
             self.tokenizer = HFTokenizer(tokenizer)
         self.freeze()
 
@@ -360,15 +388,22 @@ def known_text_encoders() -> tuple[str, ...]:
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def load_local(transformers, directory: Path):
     if not directory.is_dir():
         raise TextEncoderError(f"{directory}: local model directory not found")
     if not (directory / "config.json").is_file():
-        raise TextEncoderError(f"{directory}: no model here (config.json missing); save one with "
-                               "model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)")
+        raise TextEncoderError(
+            f"{directory}: no model here (config.json missing); save one with "
+            "model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)"
+        )
     if not any((directory / f).is_file() for f in WEIGHT_FILES):
         raise TextEncoderError(f"{directory}: no model weights here (none of {', '.join(WEIGHT_FILES)})")
     try:
@@ -392,8 +427,10 @@ def load_local(transformers, directory: Path):
 
 def _supported_type(model_type: str, where: str) -> str:
     if model_type not in FAMILIES:
-        raise TextEncoderError(f"{where}: model type {model_type!r} cannot be stepped through block by block; "
-                               f"supported: {', '.join(sorted(FAMILIES))}")
+        raise TextEncoderError(
+            f"{where}: model type {model_type!r} cannot be stepped through block by block; "
+            f"supported: {', '.join(sorted(FAMILIES))}"
+        )
     return model_type
 
 
@@ -406,8 +443,10 @@ def download(transformers, name: str):
     except TextEncoderError:
         raise
     except Exception as err:
-        raise TextEncoderError(f"{name}: could not download the model or its tokenizer ({first_line(err)}); "
-                               "without network access, pass local_dir=DIR with a saved copy") from err
+        raise TextEncoderError(
+            f"{name}: could not download the model or its tokenizer ({first_line(err)}); "
+            "without network access, pass local_dir=DIR with a saved copy"
+        ) from err
     return model, tokenizer
 
 

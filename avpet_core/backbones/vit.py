@@ -29,8 +29,9 @@ class BackboneError(ValueError):
     """A backbone cannot be created as asked (unknown name, bad weights file, no network)."""
 
 
-def create_timm_vit(name, pretrained, weights_file, dynamic_img_size, num_classes, timm_kwargs,
-                    *, offline_name: str) -> VisionTransformer:
+def create_timm_vit(
+    name, pretrained, weights_file, dynamic_img_size, num_classes, timm_kwargs, *, offline_name: str
+) -> VisionTransformer:
     """A timm ViT by hub name (``pretrained``: timm downloads it), or from ``weights_file``; ``offline_name``
     is named in the messages as the backbone that needs no network."""
     if not timm.is_model(name):
@@ -63,7 +64,9 @@ def check_weights_file(path: str | Path) -> Path:
     if not path.is_file():
         raise BackboneError(f"{path}: weights file not found")
     if path.suffix not in WEIGHT_SUFFIXES:
-        raise BackboneError(f"{path}: unsupported weights format {path.suffix!r}; use one of {', '.join(WEIGHT_SUFFIXES)}")
+        raise BackboneError(
+            f"{path}: unsupported weights format {path.suffix!r}; use one of {', '.join(WEIGHT_SUFFIXES)}"
+        )
     return path
 
 
@@ -99,7 +102,9 @@ def load_weights(model: VisionTransformer, path: str | Path) -> VisionTransforme
         try:
             model.load_pretrained(str(path))
         except Exception as err:
-            raise BackboneError(f"{path}: not a readable big_vision .npz checkpoint for this model ({first_line(err)})") from err
+            raise BackboneError(
+                f"{path}: not a readable big_vision .npz checkpoint for this model ({first_line(err)})"
+            ) from err
         model.pretrained_cfg = {**model.pretrained_cfg, "file": str(path)}
         return model
     state = read_state_dict(path)
@@ -117,7 +122,10 @@ def load_weights(model: VisionTransformer, path: str | Path) -> VisionTransforme
         details = []
         if mismatched:
             k = mismatched[0]
-            details.append(f"{len(mismatched)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+            details.append(
+                f"{len(mismatched)} shape mismatches "
+                f"(e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
+            )
         if missing:
             details.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
         if unexpected:

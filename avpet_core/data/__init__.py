@@ -15,6 +15,12 @@ synthetic and the real version of a task, so training code never asks which one 
 PyTorch's default collate function batches both. Errors in files or media are
 :class:`DatasetFormatError` / :class:`MediaDecodeError`, both ``ValueError`` subclasses whose
 message names the file (and line).
+
+Shared by the readers: the word tokeniser and the vocabularies' special ids (:mod:`.tokens`:
+:func:`tokenise`, :data:`PAD_ID`, :data:`UNK_ID`), media sources that decode a folder of videos by
+id (:mod:`.video_folder`: :class:`VideoFolderMedia`), a SynthAVE split stacked into tensors with
+one label per video (:mod:`.video_tensors`: :class:`VideoTensors`, :func:`load_videos`) and AVQA
+items with their question's text (:mod:`.question_text`: :class:`QuestionText`).
 """
 
 from avpet_core.audio import segment_fbank_images
@@ -40,15 +46,14 @@ from avpet_core.data.media import (
     probe_video,
 )
 from avpet_core.data.music_avqa import (
-    PAD_ID,
     QUESTION_TYPES,
     AVQAVocab,
     MusicAVQA,
-    VideoFolderMedia,
     accuracy_by_type,
     read_questions,
     type_name,
 )
+from avpet_core.data.question_text import QuestionText
 from avpet_core.data.synthetic import (
     SEGMENT_KINDS,
     SYNTH_AVE_VITB,
@@ -61,5 +66,14 @@ from avpet_core.data.synthetic import (
     SynthAVQAMedia,
     oracle_accuracies,
 )
+from avpet_core.data.tokens import PAD_ID, UNK_ID, tokenise
+from avpet_core.data.video_folder import MediaSource, VideoFolderMedia
+from avpet_core.data.video_tensors import VideoTensors, load_videos
 
-__all__ = [name for name in dir() if not name.startswith("_") and name not in {"ave", "media", "music_avqa", "synthetic"}]
+__all__ = [
+    name
+    for name in dir()
+    if not name.startswith("_")
+    and name
+    not in {"ave", "media", "music_avqa", "question_text", "synthetic", "tokens", "video_folder", "video_tensors"}
+]

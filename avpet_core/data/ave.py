@@ -109,7 +109,8 @@ def read_annotation_file(path: str | Path, *, known_classes: tuple[str, ...] | N
             continue
         if len(fields) != len(AVE_FIELDS):
             raise DatasetFormatError(
-                f"{where}: expected 5 fields Category&VideoID&Quality&StartTime&EndTime, got {len(fields)}: {line.strip()!r}"
+                f"{where}: expected 5 fields Category&VideoID&Quality&StartTime&EndTime, "
+                f"got {len(fields)}: {line.strip()!r}"
             )
         category, video_id, quality = (f.strip() for f in fields[:3])
         if not category or not video_id:
@@ -117,7 +118,9 @@ def read_annotation_file(path: str | Path, *, known_classes: tuple[str, ...] | N
         try:
             start, end = (int(f.strip()) for f in fields[3:])
         except ValueError as err:
-            raise DatasetFormatError(f"{where}: start and end must be whole seconds, got {fields[3].strip()!r} and {fields[4].strip()!r}") from err
+            raise DatasetFormatError(
+                f"{where}: start and end must be whole seconds, got {fields[3].strip()!r} and {fields[4].strip()!r}"
+            ) from err
         if not (0 <= start <= AVE_DURATION and 0 <= end <= AVE_DURATION):
             raise DatasetFormatError(f"{where}: event [{start}, {end}) lies outside the video's 0-{AVE_DURATION} s")
         if start > end:
@@ -133,7 +136,9 @@ def class_order(rows: list[AnnotationRow]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(row.category for row in rows))
 
 
-def segment_labels(rows: list[AnnotationRow], class_names: tuple[str, ...], num_segments: int = AVE_DURATION) -> torch.Tensor:
+def segment_labels(
+    rows: list[AnnotationRow], class_names: tuple[str, ...], num_segments: int = AVE_DURATION
+) -> torch.Tensor:
     """Labels ``(num_segments,)`` of one video: its class where ``start <= t < end``, else background.
 
     Background is ``len(class_names)`` (28 on the full dataset). Several rows for one video are
@@ -195,7 +200,9 @@ class AVEIndex:
     splits: dict[str, dict[str, list[AnnotationRow]]] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, root: str | Path, splits: tuple[str, ...] = tuple(SPLIT_FILES), annotations: str = "Annotations.txt") -> "AVEIndex":
+    def read(
+        cls, root: str | Path, splits: tuple[str, ...] = tuple(SPLIT_FILES), annotations: str = "Annotations.txt"
+    ) -> "AVEIndex":
         root = Path(root)
         class_names = class_order(read_annotation_file(root / annotations))
         index = cls(root, class_names)
@@ -213,7 +220,9 @@ def _load_video_cache(path: Path) -> dict:
     try:
         stored = torch.load(path, weights_only=True)
     except Exception as err:  # torch raises many kinds for a damaged file
-        raise DatasetFormatError(f"{path}: unreadable cached video ({type(err).__name__}); delete it and preprocess again") from err
+        raise DatasetFormatError(
+            f"{path}: unreadable cached video ({type(err).__name__}); delete it and preprocess again"
+        ) from err
     if not isinstance(stored, dict) or "frames" not in stored or "fbank" not in stored:
         raise DatasetFormatError(f"{path}: cached video lacks frames or fbank; delete it and preprocess again")
     if not torch.isfinite(stored["fbank"]).all():
@@ -232,7 +241,8 @@ def _read_manifest(directory: Path, media: AVEMediaConfig) -> dict:
         raise DatasetFormatError(f"{path}: unreadable manifest ({err})") from err
     if manifest.get("media") != settings:
         raise DatasetFormatError(
-            f"{path}: this cache was made with other settings ({manifest.get('media')}); use another directory for {settings}"
+            f"{path}: this cache was made with other settings ({manifest.get('media')}); "
+            f"use another directory for {settings}"
         )
     return manifest
 
@@ -274,7 +284,9 @@ def preprocess_ave(
     :class:`avpet_core.files.CacheError` before any work.
     """
     if on_error not in ("skip", "raise") or missing not in ("skip", "error"):
-        raise ValueError(f"on_error must be 'skip' or 'raise' and missing 'skip' or 'error', got {on_error!r}, {missing!r}")
+        raise ValueError(
+            f"on_error must be 'skip' or 'raise' and missing 'skip' or 'error', got {on_error!r}, {missing!r}"
+        )
     root, out_dir = Path(root), Path(out_dir)
     index = AVEIndex.read(root, splits)
     ensure_writable(out_dir)
@@ -357,13 +369,18 @@ class AVE(Dataset):
         self.preprocessed = Path(preprocessed) if preprocessed is not None else None
         done = {}
         if self.preprocessed is not None:
-            done = {k: v for k, v in _read_manifest(self.preprocessed, media)["videos"].items() if v.get("status") == "done"}
+            done = {
+                k: v for k, v in _read_manifest(self.preprocessed, media)["videos"].items() if v.get("status") == "done"
+            }
         self.videos: list[tuple[str, torch.Tensor]] = []
         self.missing_videos: list[str] = []
         for video_id, rows in index.splits[split].items():
             if self.preprocessed is not None:
                 available = video_id in done and (self.preprocessed / done[video_id]["file"]).is_file()
-                what = f"{self.preprocessed / MANIFEST}: video {video_id} ({rows[0].where}) is not in the preprocessed cache"
+                what = (
+                    f"{self.preprocessed / MANIFEST}: video {video_id} ({rows[0].where}) "
+                    "is not in the preprocessed cache"
+                )
             else:
                 available = (self.video_dir / f"{video_id}.mp4").is_file()
                 what = f"{self.video_dir / (video_id + '.mp4')}: video file not found ({rows[0].where})"

@@ -32,7 +32,6 @@ import torch
 from avpet_core.files import first_line
 from avpet_core.audio import (
     AudioInputError,
-    FbankConfig,
     import_media_package,
     load_audio,
     prepare_waveform,
@@ -78,7 +77,9 @@ def _open_container(path: Path):
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as err:
-        raise MediaDecodeError(f"{path}: cannot open as a media file, corrupt or truncated? ({first_line(err)})") from err
+        raise MediaDecodeError(
+            f"{path}: cannot open as a media file, corrupt or truncated? ({first_line(err)})"
+        ) from err
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -115,7 +116,11 @@ def resize_frames(frames: torch.Tensor, size: int | tuple[int, int]) -> torch.Te
 
 
 def decode_frames(
-    path: str | Path, times: list[float] | torch.Tensor, *, size: int | tuple[int, int] | None = None, tolerance: float = 1.0
+    path: str | Path,
+    times: list[float] | torch.Tensor,
+    *,
+    size: int | tuple[int, int] | None = None,
+    tolerance: float = 1.0,
 ) -> torch.Tensor:
     """RGB frames ``(len(times), 3, H, W)`` as ``uint8``, each the frame on screen at that time.
 
@@ -212,7 +217,8 @@ def decode_audio(path: str | Path, *, start: float = 0.0, end: float | None = No
     last = waveform.shape[-1] if end is None else min(waveform.shape[-1], int(round(end * rate)))
     if last <= first:
         raise MediaDecodeError(
-            f"{path}: no audio in [{start:g}, {end if end is not None else 'end'}) s; the audio lasts {waveform.shape[-1] / rate:.2f} s"
+            f"{path}: no audio in [{start:g}, {end if end is not None else 'end'}) s; "
+            f"the audio lasts {waveform.shape[-1] / rate:.2f} s"
         )
     return waveform[:, first:last], rate
 
@@ -230,9 +236,13 @@ def load_audio_16k_mono(
     path = Path(path)
     waveform, rate = decode_audio(path, start=start, end=end)
     if strict and rate != sample_rate:
-        raise MediaDecodeError(f"{path}: sample rate is {rate} Hz, expected {sample_rate} Hz (strict mode does not resample)")
+        raise MediaDecodeError(
+            f"{path}: sample rate is {rate} Hz, expected {sample_rate} Hz (strict mode does not resample)"
+        )
     if strict and waveform.shape[0] != 1:
-        raise MediaDecodeError(f"{path}: audio has {waveform.shape[0]} channels, expected mono (strict mode does not down-mix)")
+        raise MediaDecodeError(
+            f"{path}: audio has {waveform.shape[0]} channels, expected mono (strict mode does not down-mix)"
+        )
     try:
         return prepare_waveform(waveform, rate, target_rate=sample_rate, source=path)
     except AudioInputError as err:

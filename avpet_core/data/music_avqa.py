@@ -21,14 +21,15 @@ Comparative, Temporal}. An item's ``type`` is the index of its pair in :data:`QU
 :func:`accuracy_by_type` turns per-question correctness into the paper's Table 2 columns.
 
 Vocabularies (:class:`AVQAVocab`) are built from the *train* split, as in the MUSIC-AVQA code:
-question words (lower-cased, punctuation dropped) with id 0 = ``<pad>`` and 1 = ``<unk>``, and the
-set of train answers. The val/test sets reuse the train vocabulary; an answer outside it is an
-error naming the file and question.
+question words (lower-cased, punctuation dropped: :func:`avpet_core.data.tokens.tokenise`) with
+id 0 = ``<pad>`` and 1 = ``<unk>``, and the set of train answers. The val/test sets reuse the
+train vocabulary; an answer outside it is an error naming the file and question.
 
 :class:`MusicAVQA` reads the real dataset's files and SynthAVQA's export alike: the questions come
 from the JSON, the frames and audio from a *media source* — any callable ``video_id -> (frames,
-audio)``; :class:`VideoFolderMedia` decodes the real videos, and
-:class:`avpet_core.data.synthetic.SynthAVQAMedia` renders the synthetic scenes.
+audio)`` (:mod:`avpet_core.data.video_folder`); :class:`~avpet_core.data.video_folder.VideoFolderMedia`
+decodes the real videos, and :class:`avpet_core.data.synthetic.SynthAVQAMedia` renders the
+synthetic scenes.
 """
 
 from __future__ import annotations
@@ -38,14 +39,17 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 from torch.utils.data import Dataset
 
-from avpet_core.audio import FbankConfig, segment_fbank_images
-from avpet_core.data.ave import AVE_FBANK_VITB
-from avpet_core.data.media import DatasetFormatError, MediaDecodeError, decode_frames, load_audio_16k_mono, probe_video
+from avpet_core.data.media import DatasetFormatError
+
+# PAD_ID and tokenise are also imported from here, by heads/avqa.py and tests/test_text_encoders.py
+from avpet_core.data.tokens import PAD_ID, PAD_TOKEN, UNK_ID, UNK_TOKEN, tokenise
+from avpet_core.data.video_folder import MediaSource
+from avpet_core.data.video_folder import VideoFolderMedia  # noqa: F401  # re-exported for tasks/avqa.py
 
 QUESTION_TYPES: tuple[tuple[str, str], ...] = (
     ("Audio", "Counting"),
@@ -64,8 +68,6 @@ GROUPS = ("Audio", "Visual", "Audio-Visual")
 PLACEHOLDERS = ("<Object>", "<LR>", "<FL>", "<TH>", "<LRer>", "<LL>", "<BA>")
 PLACEHOLDER_PATTERN = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
 REQUIRED_FIELDS = ("video_id", "question_id", "type", "question_content", "templ_values", "anser")
-PAD_ID, UNK_ID = 0, 1
-PAD_TOKEN, UNK_TOKEN = "<pad>", "<unk>"
 MAX_QUESTION_LENGTH = 16
 """Question token budget; MUSIC-AVQA's longest substituted questions have about 14 words."""
 
@@ -170,11 +172,6 @@ def read_questions(path: str | Path, *, drop_deleted: bool = True) -> list[AVQAQ
     return questions
 
 
-def tokenise(question: str) -> list[str]:
-    """Lower-cased words of a question, punctuation dropped: ``"Is the cello louder?"`` -> ``[is, the, cello, louder]``."""
-    return re.findall(r"[a-z0-9]+", question.lower())
-
-
 @dataclass(frozen=True)
 class AVQAVocab:
     """Question-word and answer vocabularies (from the train split).
@@ -214,10 +211,6 @@ class AVQAVocab:
                 f"{where}: answer {answer!r} is not in the answer vocabulary built from the train split "
                 f"({len(self.answers)} answers)"
             ) from err
-
-
-MediaSource = Callable[[str], tuple[torch.Tensor, torch.Tensor]]
-"""``video_id -> (frames (T, 3, H, W) float32 in [0, 1], audio (T, 3, mel, frames))``."""
 
 
 class AVQAItems(Dataset):
@@ -302,6 +295,7 @@ class MusicAVQA(AVQAItems):
         self.answer_ids = [self.vocab.answer_index(q.answer, where=q.where) for q in self.questions]
         self.type_counts = Counter(type_name(q.type_index) for q in self.questions)
 
+
 def accuracy_by_type(correct: torch.Tensor, types: torch.Tensor) -> dict[str, float]:
     """Accuracy per question type, per group and overall (the columns of MUSIC-AVQA's Table 2).
 
@@ -324,43 +318,3 @@ def accuracy_by_type(correct: torch.Tensor, types: torch.Tensor) -> dict[str, fl
     if len(correct):
         result["overall"] = correct.float().mean().item()
     return result
-
-
-class VideoFolderMedia:
-    """Frames and audio of MUSIC-AVQA videos, ``{video_dir}/{video_id}.mp4``.
-
-    The video (MUSIC-AVQA's are about 60 s) is cut into ``num_segments`` equal parts; segment ``t``
-    contributes the frame at its centre and the one second of audio centred there, so ten
-    segments of a 60 s video sample it every 6 s, as the AVST baseline does. Audio comes from
-    ``{audio_dir}/{video_id}.wav`` when ``audio_dir`` is given, else from the video's own track.
-    """
-
-    def __init__(
-        self,
-        video_dir: str | Path,
-        *,
-        num_segments: int = 10,
-        image_size: int = 224,
-        fbank: FbankConfig | None = None,
-        audio_dir: str | Path | None = None,
-        suffix: str = ".mp4",
-    ):
-        self.video_dir = Path(video_dir)
-        self.audio_dir = Path(audio_dir) if audio_dir is not None else None
-        self.num_segments, self.image_size, self.suffix = num_segments, image_size, suffix
-        self.fbank = fbank if fbank is not None else AVE_FBANK_VITB
-
-    def __call__(self, video_id: str) -> tuple[torch.Tensor, torch.Tensor]:
-        path = self.video_dir / f"{video_id}{self.suffix}"
-        duration = probe_video(path).duration
-        if duration <= 0:
-            raise MediaDecodeError(f"{path}: the container does not report a duration")
-        step = duration / self.num_segments
-        centres = [(t + 0.5) * step for t in range(self.num_segments)]
-        frames = decode_frames(path, centres, size=self.image_size).float() / 255.0
-        audio_path = self.audio_dir / f"{video_id}.wav" if self.audio_dir is not None else path
-        waveform = load_audio_16k_mono(audio_path)
-        audio = segment_fbank_images(
-            waveform, self.fbank, num_segments=self.num_segments, starts=[max(0.0, c - 0.5) for c in centres], source=audio_path
-        )
-        return frames, audio

@@ -28,7 +28,10 @@ def _rand(generator: torch.Generator, lo: float, hi: float) -> float:
 
 
 def harmonic_tone(
-    generator: torch.Generator, duration: float = 1.0, sample_rate: int = 16_000, f0_range: tuple[float, float] = (180.0, 700.0)
+    generator: torch.Generator,
+    duration: float = 1.0,
+    sample_rate: int = 16_000,
+    f0_range: tuple[float, float] = (180.0, 700.0),
 ) -> torch.Tensor:
     """An instrument-like note: a fundamental with decaying harmonics, vibrato and an attack/decay envelope."""
     t = _time(duration, sample_rate)
@@ -69,7 +72,9 @@ def noise_burst(generator: torch.Generator, duration: float = 1.0, sample_rate: 
     # Smooth with a short moving average to tilt the spectrum towards low or mid frequencies.
     width = int(_rand(generator, 1, 6))
     if width > 1:
-        noise = torch.nn.functional.avg_pool1d(noise.view(1, 1, -1), width, stride=1, padding=width // 2).view(-1)[: t.numel()]
+        noise = torch.nn.functional.avg_pool1d(noise.view(1, 1, -1), width, stride=1, padding=width // 2).view(-1)[
+            : t.numel()
+        ]
     start = _rand(generator, 0.0, 0.4) * duration
     length = _rand(generator, 0.3, 0.6) * duration
     gate = ((t >= start) & (t < start + length)).double()
@@ -80,7 +85,11 @@ SYNTHESISERS = {"harmonic": harmonic_tone, "chirp": chirp, "clicks": clicks, "no
 
 
 def synthesise(
-    family: str, generator: torch.Generator, duration: float = 1.0, sample_rate: int = 16_000, snr_db: float | None = None
+    family: str,
+    generator: torch.Generator,
+    duration: float = 1.0,
+    sample_rate: int = 16_000,
+    snr_db: float | None = None,
 ) -> torch.Tensor:
     """One sound of ``family`` (see :data:`SOUND_FAMILIES`), optionally with white background noise at ``snr_db``."""
     if family not in SYNTHESISERS:

@@ -17,7 +17,8 @@ trimodal    tavqa   :class:`~.trimodal_avqa.TrimodalAVQAHead`    three encoders'
 ==========  ======  ===========================================  ===================================
 
 Adding a head is a file with its module and a builder ``build(dim, sizes, hidden) -> head``, and
-one line in :data:`HEADS`.
+one line in :data:`HEADS` naming its task and the sizes it needs from the data; :func:`build_head`
+checks them before the builder runs.
 """
 
 from __future__ import annotations
@@ -49,18 +50,20 @@ class HeadEntry:
     """A registered head: the task whose batches and metrics it fits, and how to build it.
 
     ``build(dim, sizes, hidden)``: ``dim`` the width of the features (a trimodal head: the three
-    widths by modality), ``sizes`` what the task's data
-    fixes (``num_classes``, ``vocab_size``), ``hidden`` the head's width (``None``: its own default).
+    widths by modality), ``sizes`` what the task's data fixes (``num_classes``, ``vocab_size``),
+    ``hidden`` the head's width (``None``: its own default). ``sizes`` names the keys ``build``
+    reads; each must be a positive integer.
     """
 
     task: str
     build: Callable[..., nn.Module]
+    sizes: tuple[str, ...] = ("num_classes",)
 
 
 HEADS: dict[str, HeadEntry] = {
     "cmbs": HeadEntry("avel", build_cmbs_head),
     "segment": HeadEntry("avel", build_segment_classifier),
-    "avst": HeadEntry("avqa", build_avst_head),
+    "avst": HeadEntry("avqa", build_avst_head, sizes=("num_classes", "vocab_size")),
     "video": HeadEntry("video-classification", build_video_class_head),
     "trimodal": HeadEntry("trimodal-avqa", build_trimodal_avqa_head),
 }
@@ -76,12 +79,32 @@ def build_head(name: str, task: str, dim: int, sizes: dict, hidden: int | None =
     """The head ``name`` for ``task``, built for features of width ``dim``."""
     if name not in HEADS:
         raise HeadError(f"unknown head {name!r}; choose one of {sorted(HEADS)}")
-    if HEADS[name].task != task:
+    entry = HEADS[name]
+    if entry.task != task:
         raise HeadError(f"head {name!r} does not fit task {task!r}; choose one of {list(heads_for(task))}")
-    return HEADS[name].build(dim, sizes, hidden)
+    missing = [key for key in entry.sizes if key not in sizes]
+    if missing:
+        raise HeadError(f"head {name!r} needs the sizes {list(entry.sizes)} from the data; missing {missing}")
+    bad = {key: sizes[key] for key in entry.sizes if not isinstance(sizes[key], int) or sizes[key] < 1}
+    if bad:
+        raise HeadError(f"head {name!r}: sizes must be positive integers, got {bad}")
+    return entry.build(dim, sizes, hidden)
 
 
 __all__ = [
-    "HEADS", "AVELOutput", "AVQAHeadConfig", "AVQAOutput", "AVSTHead", "CMBSHead", "CMBSHeadConfig", "HeadEntry",
-    "HeadError", "QuestionGuidedAttention", "SegmentClassifier", "TrimodalAVQAHead", "VideoClassHead", "build_head", "heads_for",
+    "HEADS",
+    "AVELOutput",
+    "AVQAHeadConfig",
+    "AVQAOutput",
+    "AVSTHead",
+    "CMBSHead",
+    "CMBSHeadConfig",
+    "HeadEntry",
+    "HeadError",
+    "QuestionGuidedAttention",
+    "SegmentClassifier",
+    "TrimodalAVQAHead",
+    "VideoClassHead",
+    "build_head",
+    "heads_for",
 ]

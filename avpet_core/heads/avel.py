@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def segment_labels(batch) -> torch.Tensor:
-    """The ``(B, T)`` segment labels of a batch (its ``"labels"``), or the labels themselves."""
-    return batch["labels"] if isinstance(batch, Mapping) else batch
+def batch_segment_labels(batch) -> torch.Tensor:
+    """The ``(B, T)`` segment labels of a batch (its ``"labels"``)."""
+    return batch["labels"]
 
 
 @dataclass
@@ -65,7 +65,7 @@ class SegmentClassifier(nn.Module):
         return AVELOutput(segment_logits=self.out(self.hidden(pair)))
 
     def loss(self, output: AVELOutput, batch) -> torch.Tensor:
-        return F.cross_entropy(output.segment_logits.flatten(0, -2), segment_labels(batch).flatten())
+        return F.cross_entropy(output.segment_logits.flatten(0, -2), batch_segment_labels(batch).flatten())
 
     def predict(self, output: AVELOutput) -> torch.Tensor:
         return output.segment_logits.argmax(dim=-1)
@@ -112,9 +112,9 @@ class CMBSHead(nn.Module):
 
     def guided_visual(self, visual_patches: torch.Tensor, audio_cls: torch.Tensor) -> torch.Tensor:
         """``(B, T, N, D), (B, T, D) -> (B, T, h)``: visual patches weighted by their match with the audio."""
-        q = self.guide_query(audio_cls).unsqueeze(-2)                       # (B, T, 1, h)
-        k = self.guide_key(visual_patches)                                  # (B, T, N, h)
-        weights = torch.softmax((q * k).sum(-1) / k.shape[-1] ** 0.5, -1)   # (B, T, N)
+        q = self.guide_query(audio_cls).unsqueeze(-2)  # (B, T, 1, h)
+        k = self.guide_key(visual_patches)  # (B, T, N, h)
+        weights = torch.softmax((q * k).sum(-1) / k.shape[-1] ** 0.5, -1)  # (B, T, N)
         return self.visual_proj((weights.unsqueeze(-1) * visual_patches).sum(-2))
 
     def forward(self, features, batch: Mapping | None = None) -> AVELOutput:
@@ -124,9 +124,9 @@ class CMBSHead(nn.Module):
         audio, _ = self.audio_lstm(audio)
         visual = self.visual_norm(visual + self.visual_reads_audio(visual, audio, audio, need_weights=False)[0])
         audio = self.audio_norm(audio + self.audio_reads_visual(audio, visual, visual, need_weights=False)[0])
-        fused = torch.cat([visual, audio], dim=-1)                          # (B, T, 2h)
-        event_logits = self.event(fused).squeeze(-1)                        # (B, T)
-        class_logits = self.video_class(fused.mean(dim=1))                  # (B, C)
+        fused = torch.cat([visual, audio], dim=-1)  # (B, T, 2h)
+        event_logits = self.event(fused).squeeze(-1)  # (B, T)
+        class_logits = self.video_class(fused.mean(dim=1))  # (B, C)
         # log p(segment = c) = log p(event) + log p(class c);  log p(background) = log p(no event)
         log_event = F.logsigmoid(event_logits).unsqueeze(-1) + F.log_softmax(class_logits, -1).unsqueeze(1)
         log_background = F.logsigmoid(-event_logits).unsqueeze(-1)
@@ -135,7 +135,7 @@ class CMBSHead(nn.Module):
 
     def loss(self, output: AVELOutput, batch) -> torch.Tensor:
         """BCE on the event gate of every segment + CE on the video class (videos with an event)."""
-        labels = segment_labels(batch)
+        labels = batch_segment_labels(batch)
         background = self.num_classes - 1
         is_event = labels != background
         event_loss = F.binary_cross_entropy_with_logits(output.event_logits, is_event.float())

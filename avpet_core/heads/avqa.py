@@ -125,9 +125,9 @@ class QuestionGuidedAttention(nn.Module):
 
     def forward(self, question: torch.Tensor, sequence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         attended, weights = self.attention(question.unsqueeze(1), sequence, sequence, need_weights=True)
-        attended = attended.squeeze(1)                                          # (B, h)
+        attended = attended.squeeze(1)  # (B, h)
         attended = self.norm(attended + self.dropout(self.feed_forward(attended)))
-        return attended + sequence.mean(dim=1), weights.squeeze(1)             # (B, h), (B, T)
+        return attended + sequence.mean(dim=1), weights.squeeze(1)  # (B, h), (B, T)
 
 
 class AVSTHead(nn.Module):
@@ -171,9 +171,9 @@ class AVSTHead(nn.Module):
     # -- pieces ---------------------------------------------------------------------------------
     def encode_question(self, question: torch.Tensor, question_length: torch.Tensor) -> torch.Tensor:
         """``(B, Lq)`` token ids and ``(B,)`` lengths -> ``(B, hidden)``; tokens past a length are never read."""
-        words = torch.tanh(self.word_embedding(question))                      # (B, Lq, word_dim)
+        words = torch.tanh(self.word_embedding(question))  # (B, Lq, word_dim)
         packed = pack_padded_sequence(words, question_length.detach().cpu(), batch_first=True, enforce_sorted=False)
-        _, (final_hidden, _) = self.question_lstm(packed)                      # (1, B, h), original order
+        _, (final_hidden, _) = self.question_lstm(packed)  # (1, B, h), original order
         return self.question_out(torch.tanh(final_hidden[-1]))
 
     def ground_visual(self, visual_tokens: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,11 +182,11 @@ class AVSTHead(nn.Module):
         Cosine similarity of the segment's audio vector with each projected patch, softmax over the
         patches (no temperature, as in AVST), weighted sum; combined with the projected visual CLS.
         """
-        patches = self.visual_patch_proj(visual_tokens[..., 1:, :])           # (B, T, N, h)
+        patches = self.visual_patch_proj(visual_tokens[..., 1:, :])  # (B, T, N, h)
         similarity = (F.normalize(patches, dim=-1) @ F.normalize(audio, dim=-1).unsqueeze(-1)).squeeze(-1)
-        weights = similarity.softmax(dim=-1)                                    # (B, T, N)
-        grounded = (weights.unsqueeze(-1) * patches).sum(dim=-2)               # (B, T, h)
-        visual_cls = self.visual_cls_proj(visual_tokens[..., 0, :])            # (B, T, h)
+        weights = similarity.softmax(dim=-1)  # (B, T, N)
+        grounded = (weights.unsqueeze(-1) * patches).sum(dim=-2)  # (B, T, h)
+        visual_cls = self.visual_cls_proj(visual_tokens[..., 0, :])  # (B, T, h)
         return F.relu(self.grounded_visual(torch.cat([visual_cls, grounded], dim=-1))), weights
 
     # -- interface ------------------------------------------------------------------------------
@@ -205,9 +205,9 @@ class AVSTHead(nn.Module):
         visual_tokens, audio_tokens = features.visual_tokens, features.audio_tokens
         question, question_length = self._question(batch)
         self._check_inputs(visual_tokens, audio_tokens, question, question_length)
-        question_vector = self.encode_question(question, question_length)    # (B, h)
-        audio = self.audio_proj(audio_tokens[..., 0, :])                      # (B, T, h)
-        visual, spatial_weights = self.ground_visual(visual_tokens, audio)    # (B, T, h), (B, T, N)
+        question_vector = self.encode_question(question, question_length)  # (B, h)
+        audio = self.audio_proj(audio_tokens[..., 0, :])  # (B, T, h)
+        visual, spatial_weights = self.ground_visual(visual_tokens, audio)  # (B, T, h), (B, T, N)
         match_logits = self.match_classifier(torch.cat([audio, visual], dim=-1))
         negative_match_logits = None
         if visual_tokens.shape[0] > 1:
@@ -228,7 +228,7 @@ class AVSTHead(nn.Module):
 
     def loss_terms(self, output: AVQAOutput, batch) -> dict[str, torch.Tensor]:
         """``{"answer": CE(answer)}``, plus ``"match"`` (CE over positive and negative segments) when ``B > 1``."""
-        answers = batch["answer"] if isinstance(batch, Mapping) else batch
+        answers = batch["answer"]
         answers = answers.to(output.answer_logits.device).long().flatten()
         if answers.shape[0] != output.answer_logits.shape[0]:
             raise ValueError(f"{answers.shape[0]} answers for a batch of {output.answer_logits.shape[0]} questions")
@@ -285,8 +285,7 @@ class AVSTHead(nn.Module):
             )
         if visual_tokens.shape[0] != batch or audio_tokens.shape[0] != batch:
             raise ValueError(
-                f"batch sizes differ: visual {visual_tokens.shape[0]}, audio {audio_tokens.shape[0]}, "
-                f"question {batch}"
+                f"batch sizes differ: visual {visual_tokens.shape[0]}, audio {audio_tokens.shape[0]}, question {batch}"
             )
         if visual_tokens.shape[1] != audio_tokens.shape[1]:
             raise ValueError(f"visual has {visual_tokens.shape[1]} segments but audio has {audio_tokens.shape[1]}")

@@ -52,7 +52,9 @@ class TrimodalAVQAOutput:
 class TrimodalAVQAHead(nn.Module):
     """Question-guided temporal grounding over the segments, fused with the encoded question."""
 
-    def __init__(self, dims: Mapping[str, int], num_answers: int, config: TrimodalAVQAHeadConfig = TrimodalAVQAHeadConfig()):
+    def __init__(
+        self, dims: Mapping[str, int], num_answers: int, config: TrimodalAVQAHeadConfig = TrimodalAVQAHeadConfig()
+    ):
         super().__init__()
         h = config.hidden
         self.config = config
@@ -67,21 +69,23 @@ class TrimodalAVQAHead(nn.Module):
     def forward(self, features, batch: Mapping | None = None) -> TrimodalAVQAOutput:
         mask = features.text_mask.to(features.text_tokens.dtype).unsqueeze(-1)
         question = (features.text_tokens * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        question = torch.tanh(self.question_proj(question))                           # (B, h)
+        question = torch.tanh(self.question_proj(question))  # (B, h)
         audio, audio_weights = self.audio_temporal(question, self.audio_proj(features.audio_cls))
         visual, visual_weights = self.visual_temporal(question, self.visual_proj(features.visual_cls))
         fused = self.fusion(torch.tanh(torch.cat([audio, visual], dim=-1)))
         return TrimodalAVQAOutput(self.answer(torch.tanh(fused * question)), audio_weights, visual_weights)
 
     def loss(self, output: TrimodalAVQAOutput, batch) -> torch.Tensor:
-        answers = batch["answer"] if isinstance(batch, Mapping) else batch
+        answers = batch["answer"]
         return F.cross_entropy(output.answer_logits, answers.to(output.answer_logits.device).long().flatten())
 
     def predict(self, output: TrimodalAVQAOutput) -> torch.Tensor:
         return output.answer_logits.argmax(dim=-1)
 
 
-def build_trimodal_avqa_head(dims: Mapping[str, int], sizes: Mapping[str, int], hidden: int | None = None) -> TrimodalAVQAHead:
+def build_trimodal_avqa_head(
+    dims: Mapping[str, int], sizes: Mapping[str, int], hidden: int | None = None
+) -> TrimodalAVQAHead:
     """The registry's builder: ``dims`` the three encoders' widths, ``sizes["num_classes"]`` the answers."""
     config = TrimodalAVQAHeadConfig() if hidden is None else TrimodalAVQAHeadConfig(hidden=hidden)
     return TrimodalAVQAHead(dims, sizes["num_classes"], config)

@@ -25,8 +25,7 @@ class VideoClassHead(nn.Linear):
         return super().forward(features.summary)
 
     def loss(self, output: torch.Tensor, batch) -> torch.Tensor:
-        labels = batch["labels"] if isinstance(batch, Mapping) else batch
-        return F.cross_entropy(output, labels)
+        return F.cross_entropy(output, batch["labels"])
 
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         return output.argmax(dim=-1)

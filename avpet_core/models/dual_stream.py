@@ -33,18 +33,12 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from avpet_core.adapters import Adapter, AdapterConfig, AVPEAConfig, adapter_config
-from avpet_core.backbones import create_backbone, freeze_module, normalise_images, patch_grid
+from avpet_core.adapters import AdapterConfig, AVPEAConfig, StageAdapterConfig, SublayerAdapter, adapter_config
+from avpet_core.backbones import create_backbone, freeze_module, normalise_images
+from avpet_core.backbones.inspection import embed_tokens
+from avpet_core.models.base import PLACEMENTS, STREAMS, FrozenEncodersModel, check_placement
 
-STREAMS = ("visual", "audio")
 OTHER_STREAM = {"visual": "audio", "audio": "visual"}
-PLACEMENTS: dict[str, tuple[str, ...]] = {
-    "none": (),
-    "audio": ("audio",),
-    "visual": ("visual",),
-    "both": ("visual", "audio"),
-}
-"""Which streams carry adapters, by the names of AV-PEA's Table 4 ablation."""
 
 BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
 
@@ -58,7 +52,7 @@ class DualStreamConfig:
     """Settings of :class:`DualStreamViT`.
 
     Attributes:
-        adapter: the adapter method's config (``None``: the frozen backbone alone).
+        adapter: a sublayer adapter method's config (``None``: the frozen backbone alone).
         streams: which streams carry adapters: ``"none"``, ``"audio"``, ``"visual"``, ``"both"``.
         gradient_checkpointing: recompute each block in the backward pass instead of storing its
             activations (training only). With LAVISH's BatchNorm the running statistics are then
@@ -72,11 +66,12 @@ class DualStreamConfig:
     normalise_frames: bool = True
 
     def __post_init__(self):
-        if self.streams not in PLACEMENTS:
-            raise DualStreamError(f"unknown stream placement {self.streams!r}; choose one of {list(PLACEMENTS)}")
-        if getattr(self.adapter, "trimodal", False):
-            raise DualStreamError(f"{self.adapter.method} adapts audio, video and language together; build it with "
-                                  "avpet_core.models.build_trimodal (a dual-stream model has no language encoder)")
+        check_placement(self.streams, DualStreamError)
+        if isinstance(self.adapter, StageAdapterConfig):
+            raise DualStreamError(
+                f"{self.adapter.method} adapts audio, video and language together; build it with "
+                "avpet_core.models.build_trimodal (a dual-stream model has no language encoder)"
+            )
 
     @property
     def adapted_streams(self) -> tuple[str, ...]:
@@ -113,11 +108,10 @@ class DualStreamOutput(StreamCLS):
     block_inputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
-
 def streams_block_step(
     block: nn.Module | Mapping[str, nn.Module],
     tokens: Mapping[str, torch.Tensor],
-    adapter_at: Callable[[str, str], Adapter | None],
+    adapter_at: Callable[[str, str], SublayerAdapter | None],
 ) -> dict[str, torch.Tensor]:
     """Advance every stream through one pre-norm timm ``Block``, with the adapters of each stream.
 
@@ -167,12 +161,17 @@ def check_backbone(backbone: nn.Module) -> VisionTransformer:
     for index, block in enumerate(backbone.blocks):
         missing = [part for part in BLOCK_PARTS if not hasattr(block, part)]
         if missing:
-            raise DualStreamError(f"block {index} ({type(block).__name__}) lacks {missing}; only pre-norm timm Blocks are supported")
+            raise DualStreamError(
+                f"block {index} ({type(block).__name__}) lacks {missing}; only pre-norm timm Blocks are supported"
+            )
     return backbone
 
 
-class DualStreamViT(nn.Module):
+class DualStreamViT(FrozenEncodersModel):
     """A frozen ViT shared by a visual and an audio stream, with per-block, per-stream adapters.
+
+    Mode switching, ``trained_module``, ``checkpoint_prefix``, ``adapter`` and ``adapter_parameters``
+    come from :class:`~avpet_core.models.base.FrozenEncodersModel`.
 
     Attributes:
         backbone: the frozen timm ViT (never trained; kept in eval mode).
@@ -185,19 +184,15 @@ class DualStreamViT(nn.Module):
         self.config = config
         self.embed_dim = backbone.embed_dim
         self.adapters = nn.ModuleDict()
-        for stream in config.adapted_streams:
-            self.adapters[stream] = nn.ModuleList(
-                nn.ModuleDict({site: config.adapter.build(self.embed_dim) for site in config.adapter.sites})
-                for _ in backbone.blocks
+        if config.adapter is not None:
+            self.add_sublayer_adapters(
+                config.adapter, config.adapted_streams, dict.fromkeys(STREAMS, self.embed_dim), len(backbone.blocks)
             )
 
-    # -- modes and switches -------------------------------------------------------------------
-    def train(self, mode: bool = True) -> "DualStreamViT":
-        """Adapters follow ``mode``; the frozen backbone always stays in eval mode."""
-        super().train(mode)
-        self.backbone.eval()
-        return self
+    def frozen_encoders(self) -> tuple[nn.Module, ...]:
+        return (self.backbone,)
 
+    # -- switches -----------------------------------------------------------------------------
     def set_fused_attention(self, fused: bool) -> None:
         """Use ``F.scaled_dot_product_attention`` (fused) or timm's explicit softmax path in every block."""
         for block in self.backbone.blocks:
@@ -212,49 +207,42 @@ class DualStreamViT(nn.Module):
         """The width of the tokens a head reads (both streams share the backbone's)."""
         return self.embed_dim
 
-    def adapter(self, stream: str, block: int, site: str) -> Adapter | None:
-        """The adapter of ``stream`` at ``block`` and ``site``, or ``None`` where there is none."""
-        if stream not in self.adapters or site not in self.adapters[stream][block]:
-            return None
-        return self.adapters[stream][block][site]
-
-    def adapter_parameters(self):
-        """The trainable parameters: those of the adapters."""
-        return self.adapters.parameters()
-
-    # -- what trains, and what it fits (avpet_core.models.base.TrainableModel) ------------------
-    checkpoint_prefix = "adapters"
-
-    def trained_module(self) -> nn.Module:
-        """The adapters: the only trained part (the backbone is frozen)."""
-        return self.adapters
-
+    # -- what the trained adapters fit (avpet_core.models.base.TrainableModel) ------------------
     def signature(self) -> dict:
         """The frozen backbone's architecture and shape, the adapter config and the adapted streams."""
         adapter = self.config.adapter
-        return {"backbone": backbone_signature(self.backbone), "adapter": adapter.as_dict() if adapter is not None else None,
-                "streams": self.config.streams}
+        return {
+            "backbone": backbone_signature(self.backbone),
+            "adapter": adapter.as_dict() if adapter is not None else None,
+            "streams": self.config.streams,
+        }
 
     def describe_signature(self, signature: dict) -> str:
         b, a = signature.get("backbone") or {}, signature.get("adapter")
         adapter = "no adapter" if a is None else ", ".join(f"{k}={v}" for k, v in a.items())
-        return (f"backbone {b.get('architecture')} (D={b.get('embed_dim')}, depth {b.get('depth')}, "
-                f"patch {b.get('patch_size')}), adapter [{adapter}] on streams '{signature.get('streams')}'")
+        return (
+            f"backbone {b.get('architecture')} (D={b.get('embed_dim')}, depth {b.get('depth')}, "
+            f"patch {b.get('patch_size')}), adapter [{adapter}] on streams '{signature.get('streams')}'"
+        )
 
     # -- forward ------------------------------------------------------------------------------
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Patch embedding, CLS token and (resampled) position embeddings: ``(B, 3, H, W) -> (B, 1+N, D)``."""
-        patch_grid(self.backbone, *images.shape[-2:])  # clear error for sizes that are not whole patches
-        vit = self.backbone
-        return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
+        """Patch embedding, CLS token and (resampled) position embeddings: ``(B, 3, H, W) -> (B, 1+N, D)``
+        (:func:`~avpet_core.backbones.inspection.embed_tokens`)."""
+        return embed_tokens(self.backbone, images)
 
     def block_step(self, index: int, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Advance both streams through block ``index`` (the four lines of the module docstring)."""
-        out = streams_block_step(self.backbone.blocks[index], {"visual": visual, "audio": audio},
-                                 lambda stream, site: self.adapter(stream, index, site))
+        out = streams_block_step(
+            self.backbone.blocks[index],
+            {"visual": visual, "audio": audio},
+            lambda stream, site: self.adapter(stream, index, site),
+        )
         return out["visual"], out["audio"]
 
-    def forward(self, frames: torch.Tensor, audio: torch.Tensor, *, keep_block_inputs: bool = False) -> DualStreamOutput:
+    def forward(
+        self, frames: torch.Tensor, audio: torch.Tensor, *, keep_block_inputs: bool = False
+    ) -> DualStreamOutput:
         """Run both streams.
 
         Args:
@@ -318,4 +306,5 @@ def build_dual_stream(
     elif adapter_options:
         raise DualStreamError("adapter options can only be given with an adapter method name")
     vit = create_backbone(backbone, pretrained=pretrained, weights_file=weights_file, freeze=True)
-    return DualStreamViT(vit, DualStreamConfig(adapter=adapter, streams=streams, gradient_checkpointing=gradient_checkpointing))
+    config = DualStreamConfig(adapter=adapter, streams=streams, gradient_checkpointing=gradient_checkpointing)
+    return DualStreamViT(vit, config)

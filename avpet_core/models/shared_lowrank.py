@@ -175,7 +175,8 @@ class FactorisedLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, rank: int, groups: int = 1):
         super().__init__()
         self.in_features, self.out_features, self.rank, self.groups = in_features, out_features, rank, groups
-        # normalize() makes the code unit-norm, so U's scale sets the output's: var(y_i) = 1/3 as nn.Linear on LN output.
+        # normalize() makes the code unit-norm, so U's scale sets the output's:
+        # var(y_i) = 1/3 as nn.Linear on LN output.
         self.U = nn.Parameter(torch.randn(out_features, rank) / math.sqrt(3.0))
         self.bias = nn.Parameter(torch.zeros(out_features))
         self.V = nn.Parameter(torch.randn(groups, in_features, rank) / math.sqrt(in_features))
@@ -205,7 +206,11 @@ class DenseLinear(nn.Linear):
 
 
 def make_linear(in_features: int, out_features: int, rank: int | None, groups: int) -> nn.Module:
-    return DenseLinear(in_features, out_features) if rank is None else FactorisedLinear(in_features, out_features, rank, groups)
+    return (
+        DenseLinear(in_features, out_features)
+        if rank is None
+        else FactorisedLinear(in_features, out_features, rank, groups)
+    )
 
 
 class SharedTransformerLayer(nn.Module):
@@ -223,8 +228,13 @@ class SharedTransformerLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, group: int = 0) -> torch.Tensor:
         b, n, d = x.shape
-        split = lambda t: t.view(b, n, self.heads, d // self.heads).transpose(1, 2)
-        attended = F.scaled_dot_product_attention(split(self.q(x, group)), split(self.k(x, group)), split(self.v(x, group)))
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, n, self.heads, d // self.heads).transpose(1, 2)
+
+        attended = F.scaled_dot_product_attention(
+            split(self.q(x, group)), split(self.k(x, group)), split(self.v(x, group))
+        )
         attended = attended.transpose(1, 2).reshape(b, n, d)
         x = self.norm1(x + self.dropout(self.attn_out(attended, group)))
         return self.norm2(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x, group)), group)))
@@ -266,8 +276,12 @@ class SharedMultimodalTransformer(nn.Module):
         self.config = config
         d = config.dim
         self.visual_stem, self.audio_stem = VisualStem(config.stems), AudioStem(config.stems)
-        self.visual_proj = nn.Sequential(nn.Linear(self.visual_stem.out_dim, d), nn.LayerNorm(d, eps=config.layer_norm_eps))
-        self.audio_proj = nn.Sequential(nn.Linear(self.audio_stem.out_dim, d), nn.LayerNorm(d, eps=config.layer_norm_eps))
+        self.visual_proj = nn.Sequential(
+            nn.Linear(self.visual_stem.out_dim, d), nn.LayerNorm(d, eps=config.layer_norm_eps)
+        )
+        self.audio_proj = nn.Sequential(
+            nn.Linear(self.audio_stem.out_dim, d), nn.LayerNorm(d, eps=config.layer_norm_eps)
+        )
         self.summary_tokens = nn.Parameter(0.02 * torch.randn(len(MODALITIES), d))
         self.mask_token = nn.Parameter(0.02 * torch.randn(len(MODALITIES), d))
         self.positions = nn.Parameter(0.02 * torch.randn(config.num_segments + 1, d))
@@ -287,8 +301,10 @@ class SharedMultimodalTransformer(nn.Module):
 
     def describe_signature(self, signature: dict) -> str:
         config = signature.get("config") or {}
-        return (f"{signature.get('model')} ({config.get('fusion')} fusion, D={config.get('dim')}, "
-                f"depth {config.get('depth')}, rank {config.get('rank')}; config {config})")
+        return (
+            f"{signature.get('model')} ({config.get('fusion')} fusion, D={config.get('dim')}, "
+            f"depth {config.get('depth')}, rank {config.get('rank')}; config {config})"
+        )
 
     # -- which weights serve which Transformer ---------------------------------------------------
 
@@ -349,14 +365,20 @@ class SharedMultimodalTransformer(nn.Module):
                 joint = joint + torch.cat([self.positions[: t + 1], self.positions[: t + 1]])
             joint = self.run_transformer("multimodal", joint)
             v_seq, a_seq = joint[:, : t + 1], joint[:, t + 1 :]
-        return SharedOutput(visual=v_seq[:, 1:], audio=a_seq[:, 1:], summary=torch.cat([v_seq[:, 0], a_seq[:, 0]], dim=-1),
-                            unimodal_summary=unimodal)
+        return SharedOutput(
+            visual=v_seq[:, 1:],
+            audio=a_seq[:, 1:],
+            summary=torch.cat([v_seq[:, 0], a_seq[:, 0]], dim=-1),
+            unimodal_summary=unimodal,
+        )
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor) -> SharedOutput:
         return self.encode(*self.embed(frames, audio))
 
 
-def build_shared_transformer(config: SharedTransformerConfig = SharedTransformerConfig(), device=None) -> SharedMultimodalTransformer:
+def build_shared_transformer(
+    config: SharedTransformerConfig = SharedTransformerConfig(), device=None
+) -> SharedMultimodalTransformer:
     """Build the model (on ``device``; ``"meta"`` allocates nothing, for counting)."""
     with torch.device(device) if device is not None else contextlib.nullcontext():
         return SharedMultimodalTransformer(config)

@@ -40,7 +40,9 @@ class StemConfig:
             raise ValueError(f"temporal_kernel must be odd and positive, got {self.temporal_kernel}")
 
 
-PAPER_STEMS = StemConfig(visual_channels=(64, 128, 256, 512), audio_channels=(64, 128, 256, 512), temporal_kernel=3, num_mel_bins=80)
+PAPER_STEMS = StemConfig(
+    visual_channels=(64, 128, 256, 512), audio_channels=(64, 128, 256, 512), temporal_kernel=3, num_mel_bins=80
+)
 """Wider four-stage stacks (512-d output) for GPU runs at the paper's sizes."""
 
 
@@ -51,8 +53,11 @@ class VisualStem(nn.Module):
         super().__init__()
         layers, channels, kt = [], 3, config.temporal_kernel
         for width in config.visual_channels:
-            layers += [nn.Conv3d(channels, width, (kt, 3, 3), stride=(1, 2, 2), padding=(kt // 2, 1, 1), bias=False),
-                       nn.BatchNorm3d(width), nn.ReLU()]
+            layers += [
+                nn.Conv3d(channels, width, (kt, 3, 3), stride=(1, 2, 2), padding=(kt // 2, 1, 1), bias=False),
+                nn.BatchNorm3d(width),
+                nn.ReLU(),
+            ]
             channels = width
         self.net = nn.Sequential(*layers)
         self.out_dim = channels

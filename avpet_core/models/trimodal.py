@@ -35,18 +35,14 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from avpet_core.adapters import AdapterConfig, LSTTAConfig, adapter_config
-from avpet_core.backbones import create_backbone, freeze_module, normalise_images, patch_grid
-from avpet_core.backbones import create_text_encoder
-from avpet_core.models.dual_stream import (
-    PLACEMENTS,
-    StreamCLS,
-    backbone_signature,
-    check_backbone,
-    streams_block_step,
-)
+from avpet_core.adapters import AdapterConfig, LSTTAConfig, StageAdapterConfig, adapter_config
+from avpet_core.backbones import create_backbone, create_text_encoder, freeze_module, normalise_images
+from avpet_core.backbones.inspection import embed_tokens
+from avpet_core.models.base import PLACEMENTS, STREAMS, FrozenEncodersModel, check_placement
+from avpet_core.models.dual_stream import StreamCLS, backbone_signature, check_backbone, streams_block_step
 
-FRAME_STREAMS = ("visual", "audio")
+FRAME_STREAMS = STREAMS
+"""The two ViT streams (the frames of the video and its audio)."""
 
 
 class TrimodalError(ValueError):
@@ -58,8 +54,9 @@ class TrimodalConfig:
     """Settings of :class:`TrimodalModel`.
 
     Attributes:
-        adapter: an :class:`~avpet_core.adapters.LSTTAConfig` (blocks between stages), the config of
-            an adapter beside the ViTs' sublayers (AV-PEA, LAVISH, bottleneck), or ``None``.
+        adapter: a stage adapter's config (:data:`~avpet_core.adapters.STAGE_ADAPTERS`: LSTTA, blocks
+            between stages), a sublayer adapter's (:data:`~avpet_core.adapters.SUBLAYER_ADAPTERS`:
+            AV-PEA, LAVISH, bottleneck, beside the ViTs' sublayers), or ``None``.
         streams: for sublayer adapters, which ViT streams carry them (``"both"``, ``"audio"``, ...).
         stages: the number of stages (``None``: the smallest encoder depth).
         max_question_length: tokens of a question, padding included.
@@ -73,12 +70,12 @@ class TrimodalConfig:
     gradient_checkpointing: bool = False
 
     def __post_init__(self):
-        if self.streams not in PLACEMENTS:
-            raise TrimodalError(f"unknown stream placement {self.streams!r}; choose one of {list(PLACEMENTS)}")
+        check_placement(self.streams, TrimodalError)
 
     @property
-    def is_lstta(self) -> bool:
-        return isinstance(self.adapter, LSTTAConfig)
+    def has_stage_adapter(self) -> bool:
+        """The adapter sits between stages (LSTTA), not beside the ViTs' sublayers."""
+        return isinstance(self.adapter, StageAdapterConfig)
 
 
 @dataclass
@@ -99,17 +96,26 @@ def stage_ends(depth: int, stages: int) -> list[int]:
     return [round((s + 1) * depth / stages) for s in range(stages)]
 
 
-class TrimodalModel(nn.Module):
+class TrimodalModel(FrozenEncodersModel):
     """Frozen visual, audio and language encoders with adapters (see the module docstring).
+
+    Mode switching, ``trained_module``, ``checkpoint_prefix``, ``adapter`` and ``adapter_parameters``
+    come from :class:`~avpet_core.models.base.FrozenEncodersModel`.
 
     Attributes:
         visual, audio: the frozen ViTs (the same module when one ViT reads both).
         text: the frozen language encoder (:class:`avpet_core.backbones.text.TextEncoder`).
-        adapters: ``adapters["visual"][block][site]`` (sublayer adapters) and ``adapters["lstta"][stage]``.
+        adapters: ``adapters["visual"][block][site]`` (sublayer adapters) or ``adapters[method][stage]``
+            (stage adapters: ``adapters["lstta"][stage]``).
     """
 
-    def __init__(self, visual: VisionTransformer, text: nn.Module, config: TrimodalConfig = TrimodalConfig(),
-                 audio: VisionTransformer | None = None):
+    def __init__(
+        self,
+        visual: VisionTransformer,
+        text: nn.Module,
+        config: TrimodalConfig = TrimodalConfig(),
+        audio: VisionTransformer | None = None,
+    ):
         super().__init__()
         self.visual = freeze_module(check_backbone(visual)).eval()
         self.audio = self.visual if audio is None else freeze_module(check_backbone(audio)).eval()
@@ -121,30 +127,21 @@ class TrimodalModel(nn.Module):
         self.dims = {"visual": self.visual.embed_dim, "audio": self.audio.embed_dim, "text": text.width}
         self.adapters = nn.ModuleDict()
         adapter = config.adapter
-        if config.is_lstta:
-            self.adapters["lstta"] = nn.ModuleList(adapter.build(self.dims) for _ in range(self.num_stages))
+        self.stage_key = adapter.method if config.has_stage_adapter else None
+        if config.has_stage_adapter:
+            self.adapters[self.stage_key] = nn.ModuleList(adapter.build(self.dims) for _ in range(self.num_stages))
         elif adapter is not None:
             if depths["visual"] != depths["audio"] or self.dims["visual"] != self.dims["audio"]:
-                raise TrimodalError(f"{adapter.method} adapters read the other ViT stream of the same block: the visual "
-                                    f"and audio ViTs need equal depth and width, got {depths} and {self.dims}")
-            for stream in PLACEMENTS[config.streams]:
-                self.adapters[stream] = nn.ModuleList(
-                    nn.ModuleDict({site: adapter.build(self.dims[stream]) for site in adapter.sites})
-                    for _ in self.visual.blocks)
+                raise TrimodalError(
+                    f"{adapter.method} adapters read the other ViT stream of the same block: the "
+                    f"visual and audio ViTs need equal depth and width, got {depths} and {self.dims}"
+                )
+            self.add_sublayer_adapters(adapter, PLACEMENTS[config.streams], self.dims, depths["visual"])
 
-    # -- modes, and what trains (avpet_core.models.base.TrainableModel) --------------------------
-    def train(self, mode: bool = True) -> "TrimodalModel":
-        """Adapters follow ``mode``; the frozen encoders always stay in eval mode."""
-        super().train(mode)
-        for encoder in (self.visual, self.audio, self.text):
-            encoder.eval()
-        return self
+    def frozen_encoders(self) -> tuple[nn.Module, ...]:
+        return (self.visual, self.audio, self.text)
 
-    checkpoint_prefix = "adapters"
-
-    def trained_module(self) -> nn.Module:
-        return self.adapters
-
+    # -- widths, and what the trained adapters fit (avpet_core.models.base.TrainableModel) ------
     @property
     def feature_dims(self) -> dict[str, int]:
         """The widths of the tokens a head reads, by modality."""
@@ -153,30 +150,27 @@ class TrimodalModel(nn.Module):
     def signature(self) -> dict:
         adapter = self.config.adapter
         audio = "visual" if self.audio is self.visual else backbone_signature(self.audio)
-        return {"visual": backbone_signature(self.visual), "audio": audio,
-                "text": self.text.signature(), "adapter": adapter.as_dict() if adapter is not None else None,
-                "streams": self.config.streams, "stages": self.num_stages}
+        return {
+            "visual": backbone_signature(self.visual),
+            "audio": audio,
+            "text": self.text.signature(),
+            "adapter": adapter.as_dict() if adapter is not None else None,
+            "streams": self.config.streams,
+            "stages": self.num_stages,
+        }
 
     def describe_signature(self, signature: dict) -> str:
         visual, text = signature.get("visual") or {}, signature.get("text") or {}
-        return (f"visual {visual.get('architecture')} (D={visual.get('embed_dim')}), audio {signature.get('audio')}, "
-                f"text {text}, adapter {signature.get('adapter')} on '{signature.get('streams')}', "
-                f"{signature.get('stages')} stages")
-
-    def adapter(self, stream: str, block: int, site: str):
-        if stream not in self.adapters or stream == "lstta" or site not in self.adapters[stream][block]:
-            return None
-        return self.adapters[stream][block][site]
+        return (
+            f"visual {visual.get('architecture')} (D={visual.get('embed_dim')}), audio {signature.get('audio')}, "
+            f"text {text}, adapter {signature.get('adapter')} on '{signature.get('streams')}', "
+            f"{signature.get('stages')} stages"
+        )
 
     # -- forward ------------------------------------------------------------------------------
     def tokenize(self, questions: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self.text.encode(list(questions), self.config.max_question_length)
         return ids.to(device), mask.to(device)
-
-    @staticmethod
-    def _embed(vit: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
-        patch_grid(vit, *images.shape[-2:])
-        return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
 
     def _vit_blocks(self, stage: int, tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         starts = {m: self.ends[m][stage - 1] if stage else 0 for m in FRAME_STREAMS}
@@ -187,20 +181,24 @@ class TrimodalModel(nn.Module):
             return tokens
         for stream, vit in (("visual", self.visual), ("audio", self.audio)):
             for index in range(starts[stream], self.ends[stream][stage]):
-                tokens[stream] = streams_block_step({stream: vit.blocks[index]}, {stream: tokens[stream]},
-                                                    lambda s, site: None)[stream]
+                tokens[stream] = streams_block_step(
+                    {stream: vit.blocks[index]}, {stream: tokens[stream]}, lambda s, site: None
+                )[stream]
         return tokens
 
     def stage(self, stage: int, visual, audio, text, text_mask, lead: tuple[int, int]):
-        """Advance the three encoders through stage ``stage``, then its LSTTA block (if any)."""
+        """Advance the three encoders through stage ``stage``, then its stage adapter (LSTTA block), if any."""
         tokens = self._vit_blocks(stage, {"visual": visual, "audio": audio})
         for index in range(self.ends["text"][stage - 1] if stage else 0, self.ends["text"][stage]):
             text = self.text.block(index, text, text_mask)
         visual, audio, importance = tokens["visual"], tokens["audio"], None
-        if "lstta" in self.adapters:
-            frames = {"visual": visual.reshape(*lead, *visual.shape[1:]), "audio": audio.reshape(*lead, *audio.shape[1:]),
-                      "text": text}
-            out = self.adapters["lstta"][stage](frames, text_mask)
+        if self.stage_key is not None:
+            frames = {
+                "visual": visual.reshape(*lead, *visual.shape[1:]),
+                "audio": audio.reshape(*lead, *audio.shape[1:]),
+                "text": text,
+            }
+            out = self.adapters[self.stage_key][stage](frames, text_mask)
             visual = visual + out.deltas["visual"].reshape(visual.shape)
             audio = audio + out.deltas["audio"].reshape(audio.shape)
             text = text + out.deltas["text"]
@@ -213,30 +211,38 @@ class TrimodalModel(nn.Module):
             raise TrimodalError(f"{len(questions)} questions for {frames.shape[0]} videos")
         return self.forward_tokens(frames, audio, *self.tokenize(questions, frames.device))
 
-    def forward_tokens(self, frames: torch.Tensor, audio: torch.Tensor, ids: torch.Tensor,
-                       text_mask: torch.Tensor) -> TrimodalOutput:
+    def forward_tokens(
+        self, frames: torch.Tensor, audio: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor
+    ) -> TrimodalOutput:
         """:meth:`forward` on question token ids ``(B, L)`` and their mask (True on real tokens)."""
         if frames.ndim != 5 or audio.ndim != 5 or frames.shape[:2] != audio.shape[:2]:
-            raise TrimodalError(f"frames (B, T, 3, H, W) and audio (B, T, 3, mel, time) with the same B and T, "
-                                f"got {tuple(frames.shape)} and {tuple(audio.shape)}")
+            raise TrimodalError(
+                f"frames (B, T, 3, H, W) and audio (B, T, 3, mel, time) with the same B and T, "
+                f"got {tuple(frames.shape)} and {tuple(audio.shape)}"
+            )
         lead = tuple(frames.shape[:2])
-        visual = self._embed(self.visual, normalise_images(frames, self.visual).flatten(0, 1))
-        sound = self._embed(self.audio, audio.flatten(0, 1))
+        visual = embed_tokens(self.visual, normalise_images(frames, self.visual).flatten(0, 1))
+        sound = embed_tokens(self.audio, audio.flatten(0, 1))
         text = self.text.embed(ids)
         importance = []
         recompute = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for s in range(self.num_stages):
             if recompute:
-                visual, sound, text, alpha = checkpoint(self.stage, s, visual, sound, text, text_mask, lead,
-                                                        use_reentrant=False)
+                visual, sound, text, alpha = checkpoint(
+                    self.stage, s, visual, sound, text, text_mask, lead, use_reentrant=False
+                )
             else:
                 visual, sound, text, alpha = self.stage(s, visual, sound, text, text_mask, lead)
             if alpha is not None:
                 importance.append(alpha)
         visual, sound, text = self.visual.norm(visual), self.audio.norm(sound), self.text.final(text)
-        return TrimodalOutput(visual_tokens=visual.reshape(*lead, *visual.shape[1:]),
-                              audio_tokens=sound.reshape(*lead, *sound.shape[1:]),
-                              text_tokens=text, text_mask=text_mask, importance=importance)
+        return TrimodalOutput(
+            visual_tokens=visual.reshape(*lead, *visual.shape[1:]),
+            audio_tokens=sound.reshape(*lead, *sound.shape[1:]),
+            text_tokens=text,
+            text_mask=text_mask,
+            importance=importance,
+        )
 
 
 def build_trimodal(
@@ -263,7 +269,12 @@ def build_trimodal(
     visual = create_backbone(backbone, pretrained=pretrained, weights_file=weights_file, freeze=True)
     audio = None if audio_backbone is None else create_backbone(audio_backbone, pretrained=pretrained, freeze=True)
     # under ``with torch.device("meta")`` (counting without weights) the language encoder follows too
-    text = create_text_encoder(text_encoder, pretrained=pretrained if text_pretrained is None else text_pretrained,
-                               device=torch.get_default_device())
-    config = TrimodalConfig(adapter=adapter, streams=streams, stages=stages, gradient_checkpointing=gradient_checkpointing)
+    text = create_text_encoder(
+        text_encoder,
+        pretrained=pretrained if text_pretrained is None else text_pretrained,
+        device=torch.get_default_device(),
+    )
+    config = TrimodalConfig(
+        adapter=adapter, streams=streams, stages=stages, gradient_checkpointing=gradient_checkpointing
+    )
     return TrimodalModel(visual, text, config, audio=audio)

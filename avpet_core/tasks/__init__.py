@@ -13,19 +13,25 @@ trimodal-avqa              :class:`~avpet_core.tasks.trimodal_avqa.TrimodalAVQAT
 A task owns its data builders, its metrics, its data-only baselines, the extra columns of its JSON
 rows and the layout of its printed table (:class:`~avpet_core.tasks.base.Task`); its heads are
 registered in :data:`avpet_core.heads.HEADS`. Adding a task is one file and one line below.
+
+Only tasks live here. What several tasks share lives outside: the contrastive losses in
+:mod:`avpet_core.losses`, the data wrappers (:class:`~avpet_core.data.video_tensors.VideoTensors`,
+:class:`~avpet_core.data.question_text.QuestionText`) in :mod:`avpet_core.data`, and chapter 8's
+pretraining and fine-tuning study (models over seeds and objectives) in :mod:`avpet_core.pretraining`.
 """
 
 from __future__ import annotations
 
 from avpet_core.tasks.avel import AVELTask
 from avpet_core.tasks.avqa import AVQATask
-from avpet_core.tasks.base import OFFLINE, PAPER, Profile, Task, TaskError
+from avpet_core.tasks.base import OFFLINE, PAPER, DataRequest, Profile, TableRow, Task, TaskError
 from avpet_core.tasks.multimodal_pretraining import MultimodalPretrainingTask
 from avpet_core.tasks.trimodal_avqa import TrimodalAVQATask
 from avpet_core.tasks.video_classification import VideoClassificationTask
 
 TASKS: dict[str, type[Task]] = {
-    task.name: task for task in (AVELTask, AVQATask, VideoClassificationTask, MultimodalPretrainingTask, TrimodalAVQATask)
+    task.name: task
+    for task in (AVELTask, AVQATask, VideoClassificationTask, MultimodalPretrainingTask, TrimodalAVQATask)
 }
 """Every task class by name."""
 
@@ -37,5 +43,19 @@ def get_task(name: str) -> Task:
     return TASKS[name]()
 
 
-__all__ = ["OFFLINE", "PAPER", "TASKS", "AVELTask", "AVQATask", "MultimodalPretrainingTask", "Profile", "Task",
-           "TaskError", "TrimodalAVQATask", "VideoClassificationTask", "get_task"]
+__all__ = [
+    "OFFLINE",
+    "PAPER",
+    "TASKS",
+    "AVELTask",
+    "AVQATask",
+    "DataRequest",
+    "MultimodalPretrainingTask",
+    "Profile",
+    "TableRow",
+    "Task",
+    "TaskError",
+    "TrimodalAVQATask",
+    "VideoClassificationTask",
+    "get_task",
+]

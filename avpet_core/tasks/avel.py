@@ -10,14 +10,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 
-from avpet_core.data.ave import AVE, AVE_MICRO, AVEMediaConfig
-from avpet_core.data.synthetic import SYNTH_AVE_VITB, SynthAVE
+from avpet_core.data.ave import AVE
+from avpet_core.data.synthetic import SynthAVE, SynthAVEConfig
 from avpet_core.evaluation import accuracy
-from avpet_core.tasks.base import Profile, Task, TaskError
+from avpet_core.tasks.base import DataRequest, TableRow, Task, TaskError, require
 
 
 class AVELTask(Task):
@@ -31,23 +29,23 @@ class AVELTask(Task):
         """``{"accuracy": ...}``: the share of predictions equal to the batches' ``labels``, in order."""
         return {"accuracy": accuracy(predictions, torch.cat([b["labels"] for b in batches]))}
 
-    def datasets(self, experiment, settings, profile: Profile):
-        """SynthAVE or AVE (from ``settings.data_root``) at the backbone's sizes."""
-        if settings.data == "synth":
-            config = experiment.data if profile.offline else replace(
-                experiment.data, image_size=SYNTH_AVE_VITB.image_size, fbank=SYNTH_AVE_VITB.fbank)
+    def datasets(self, request: DataRequest):
+        """SynthAVE or AVE (from ``request.root``) at the profile's sizes."""
+        require(request, SynthAVEConfig, "AVEL")
+        if request.kind == "synth":
+            config = request.profile.synthetic(request.config)
             return tuple(SynthAVE(config, split, cache="memory") for split in ("train", "val", "test"))
-        if settings.data == "ave":
-            if settings.data_root is None:
+        if request.kind == "ave":
+            if request.root is None:
                 raise TaskError("data 'ave' needs --data-root, the AVE directory with Annotations.txt")
-            media = AVE_MICRO if profile.offline else AVEMediaConfig()
-            return tuple(AVE(settings.data_root, split, media=media) for split in ("train", "val", "test"))
-        raise TaskError(f"unknown data {settings.data!r} for an AVEL experiment; choose 'synth' or 'ave'")
+            media = request.profile.real_media
+            return tuple(AVE(request.root, split, media=media) for split in ("train", "val", "test"))
+        raise TaskError(f"unknown data {request.kind!r} for an AVEL experiment; choose 'synth' or 'ave'")
 
-    def table_lines(self, results: list) -> list[str]:
+    def table_lines(self, rows: list[TableRow]) -> list[str]:
         lines = [f"{'row':34} {'adapter':>9} {'test acc (ours)':>16} {'paper':>7}"]
-        for r in results:
-            ours = f"{100 * r.test['accuracy']:.1f}%"
-            paper = f"{r.experiment.paper:.2f}%" if r.experiment.paper is not None else "-"
-            lines.append(f"{r.experiment.label:34} {r.adapter / 1e6:8.3f}M {ours:>16} {paper:>7}")
+        for r in rows:
+            ours = f"{100 * r.metrics['accuracy']:.1f}%"
+            paper = f"{r.paper:.2f}%" if r.paper is not None else "-"
+            lines.append(f"{r.label:34} {r.adapter / 1e6:8.3f}M {ours:>16} {paper:>7}")
         return lines

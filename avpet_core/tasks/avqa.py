@@ -19,15 +19,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from avpet_core.data.ave import AVE_FBANK_MICRO
 from avpet_core.data.music_avqa import GROUPS, QUESTION_TYPES, MusicAVQA, VideoFolderMedia, accuracy_by_type, type_name
-from avpet_core.data.synthetic import NUM_SEGMENTS, SYNTH_AVE_VITB, SynthAVQA, SynthAVQAConfig
-from avpet_core.tasks.base import Profile, Task, TaskError
+from avpet_core.data.synthetic import SynthAVQA, SynthAVQAConfig
+from avpet_core.tasks.base import DataRequest, TableRow, Task, TaskError, require
 
 
 def avqa_metric_key(column: str) -> str:
@@ -45,8 +43,13 @@ AVQA_METRIC_KEYS: dict[str, str] = {
 }
 """Column name -> metric key of :meth:`AVQATask.metrics` (``"overall"`` is ``"accuracy"``)."""
 
-AVQA_TABLE_COLUMNS = (("Audio", "audio"), ("Visual", "visual"), ("A-V", "audio_visual"), ("Avg", "group_mean"),
-                      ("overall", "accuracy"))
+AVQA_TABLE_COLUMNS = (
+    ("Audio", "audio"),
+    ("Visual", "visual"),
+    ("A-V", "audio_visual"),
+    ("Avg", "group_mean"),
+    ("overall", "accuracy"),
+)
 """The printed Table 2 columns: the three groups, the paper's "Avg" (their mean) and the accuracy over all questions."""
 
 
@@ -108,35 +111,39 @@ class AVQATask(Task):
         types = torch.cat([b["type"].flatten() for b in batches])
         return avqa_metrics(predictions.flatten() == answers, types)
 
-    def datasets(self, experiment, settings, profile: Profile):
-        """SynthAVQA or MUSIC-AVQA (from ``settings.data_root``) at the backbone's sizes.
+    def datasets(self, request: DataRequest):
+        """SynthAVQA or MUSIC-AVQA (from ``request.root``) at the profile's sizes.
 
         The synthetic splits keep every rendered video in memory, so only the first epoch renders.
         A MUSIC-AVQA directory holds ``avqa-train.json``, ``avqa-val.json``, ``avqa-test.json`` and
-        ``videos/{video_id}.mp4``; its videos are decoded on every read.
+        ``videos/{video_id}.mp4``; its videos are decoded on every read, at the profile's
+        ``real_media`` sizes.
         """
-        if not isinstance(experiment.data, SynthAVQAConfig):
-            raise TaskError(f"{experiment.name}: an AVQA experiment needs SynthAVQAConfig data, "
-                            f"got {type(experiment.data).__name__}")
-        if settings.data == "synth":
-            config = experiment.data if profile.offline else replace(
-                experiment.data, image_size=SYNTH_AVE_VITB.image_size, fbank=SYNTH_AVE_VITB.fbank, num_segments=NUM_SEGMENTS)
+        require(request, SynthAVQAConfig, "AVQA")
+        if request.kind == "synth":
+            config = request.profile.synthetic(request.config)
             train = SynthAVQA(config, "train", keep_videos=None)
-            return (train, *(SynthAVQA(config, split, vocab=train.vocab, keep_videos=None) for split in ("val", "test")))
-        if settings.data == "music-avqa":
-            if settings.data_root is None:
-                raise TaskError("data 'music-avqa' needs --data-root, the MUSIC-AVQA directory with avqa-train.json, "
-                                "avqa-val.json, avqa-test.json and videos/")
-            root = Path(settings.data_root)
+            return (
+                train,
+                *(SynthAVQA(config, split, vocab=train.vocab, keep_videos=None) for split in ("val", "test")),
+            )
+        if request.kind == "music-avqa":
+            if request.root is None:
+                raise TaskError(
+                    "data 'music-avqa' needs --data-root, the MUSIC-AVQA directory with avqa-train.json, "
+                    "avqa-val.json, avqa-test.json and videos/"
+                )
+            root = Path(request.root)
             if not root.is_dir():
                 raise TaskError(f"{root}: MUSIC-AVQA directory not found")
-            if profile.offline:
-                media = VideoFolderMedia(root / "videos", image_size=experiment.data.image_size, fbank=AVE_FBANK_MICRO)
-            else:
-                media = VideoFolderMedia(root / "videos")
+            sizes = request.profile.real_media
+            media = VideoFolderMedia(root / "videos", image_size=sizes.image_size, fbank=sizes.fbank)
             train = MusicAVQA(root / "avqa-train.json", media)
-            return (train, *(MusicAVQA(root / f"avqa-{split}.json", media, vocab=train.vocab) for split in ("val", "test")))
-        raise TaskError(f"unknown data {settings.data!r} for an AVQA experiment; choose 'synth' or 'music-avqa'")
+            return (
+                train,
+                *(MusicAVQA(root / f"avqa-{split}.json", media, vocab=train.vocab) for split in ("val", "test")),
+            )
+        raise TaskError(f"unknown data {request.kind!r} for an AVQA experiment; choose 'synth' or 'music-avqa'")
 
     def head_sizes(self, train_set) -> dict[str, int]:
         return {"num_classes": train_set.num_answers, "vocab_size": len(train_set.question_vocab)}
@@ -144,34 +151,36 @@ class AVQATask(Task):
     def baselines(self, train_set, test_set) -> dict:
         return {"majority_answer": majority_answer_metrics(train_set, test_set)}
 
-    def row_extras(self, result) -> dict:
-        e = result.experiment
+    def row_extras(self, row: TableRow) -> dict:
         return {
-            "task": e.task,
-            "test": dict(result.test),
-            "paper_columns": dict(e.paper_columns),
-            "paper_adapter_parameters_m": e.paper_parameters_m[0] if e.paper_parameters_m else None,
-            "paper_trainable_parameters_m": e.paper_parameters_m[1] if e.paper_parameters_m else None,
-            "baselines": result.baselines,
+            "task": self.name,
+            "test": dict(row.metrics),
+            "paper_columns": dict(row.paper_columns),
+            "paper_adapter_parameters_m": row.paper_parameters_m[0] if row.paper_parameters_m else None,
+            "paper_trainable_parameters_m": row.paper_parameters_m[1] if row.paper_parameters_m else None,
+            "baselines": dict(row.baselines),
         }
 
-    def table_lines(self, results: list) -> list[str]:
+    def table_lines(self, rows: list[TableRow]) -> list[str]:
         """Two lines per row — ours, then the paper's — and a per-type block (the paper gives no per-type numbers)."""
         header = "".join(f" {name:>7}" for name, _ in AVQA_TABLE_COLUMNS)
         lines = [f"{'test accuracy (%)':34} {'':5} {'adapter':>8} {'trained':>8}{header}"]
-        for r in results:
-            e = r.experiment
-            ours = "".join(f" {percent(r.test.get(key), 1):>7}" for _, key in AVQA_TABLE_COLUMNS)
-            lines.append(f"{e.label:34} {'ours':5} {r.adapter / 1e6:7.3f}M {r.trainable / 1e6:7.3f}M{ours}")
-            paper_columns = dict(e.paper_columns)
-            paper = "".join(f" {percent(None if key not in paper_columns else paper_columns[key] / 100, 2):>7}"
-                            for _, key in AVQA_TABLE_COLUMNS)
-            counts = [f"{m:.1f}M" for m in e.paper_parameters_m] if e.paper_parameters_m else ["-", "-"]
+        for r in rows:
+            ours = "".join(f" {percent(r.metrics.get(key), 1):>7}" for _, key in AVQA_TABLE_COLUMNS)
+            lines.append(f"{r.label:34} {'ours':5} {r.adapter / 1e6:7.3f}M {r.trainable / 1e6:7.3f}M{ours}")
+            paper_columns = dict(r.paper_columns)
+            paper = "".join(
+                f" {percent(None if key not in paper_columns else paper_columns[key] / 100, 2):>7}"
+                for _, key in AVQA_TABLE_COLUMNS
+            )
+            counts = [f"{m:.1f}M" for m in r.paper_parameters_m] if r.paper_parameters_m else ["-", "-"]
             lines.append(f"{'':34} {'paper':5} {counts[0]:>8} {counts[1]:>8}{paper}")
-        majority = results[0].baselines.get("majority_answer")
+        majority = rows[0].baselines.get("majority_answer")
         if majority is not None:
             cells = "".join(f" {percent(majority.get(key), 1):>7}" for _, key in AVQA_TABLE_COLUMNS)
             lines.append(f"{'majority answer of the train split':34} {'ours':5} {'-':>8} {'-':>8}{cells}")
-        lines.append("Avg: mean of the Audio, Visual and A-V accuracies (the paper's Avg); overall: over all questions.")
+        lines.append(
+            "Avg: mean of the Audio, Visual and A-V accuracies (the paper's Avg); overall: over all questions."
+        )
         lines.append("")
-        return lines + per_type_lines([r.experiment.name.split("/")[-1] for r in results], [r.test for r in results])
+        return lines + per_type_lines([r.name.split("/")[-1] for r in rows], [dict(r.metrics) for r in rows])

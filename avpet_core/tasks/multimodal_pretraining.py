@@ -1,7 +1,10 @@
 """Self-supervised pretraining of :class:`~avpet_core.models.shared_lowrank.SharedMultimodalTransformer`
 (chapter 8), CNNs and Transformers trained end to end with the book's training loop
 (:func:`avpet_core.train.fit`); its evaluation is the video-classification task
-(:mod:`avpet_core.tasks.video_classification`).
+(:mod:`avpet_core.tasks.video_classification`). This file holds the task and the objectives it
+trains; the chapter's study — pretraining one model per run and seed, probing and fine-tuning it
+(:func:`~avpet_core.pretraining.pretraining_study`, :func:`~avpet_core.pretraining.pretrain`) — is
+:mod:`avpet_core.pretraining`, and the contrastive losses are :mod:`avpet_core.losses`.
 
 The objectives follow Lee et al. (ICLR 2021) as summarised in the reference notes (§5: "masked
 embedding prediction with InfoNCE over negatives, plus correct-pair prediction; content-aware
@@ -12,20 +15,21 @@ Pretraining (labels unused) optimises, on every batch:
 * **masked embedding prediction (MEP)** — a fraction of each modality's segment embeddings is
   replaced by a learned mask token before the Transformers; the final token at a masked position,
   through a linear head, must pick the embedding it replaced out of ``num_negatives + 1``
-  candidates (InfoNCE over cosine similarities). Candidates are the same modality's segment
-  embeddings in the batch, **detached** (``detach_targets``, default on): they are targets, and the
-  stems are trained end to end only through the Transformer inputs. With trainable candidates the
-  InfoNCE gradient also reaches the stems through the candidates, and the stems can take a
-  shortcut — embeddings that encode what all segments of one video share, so that the positive is
-  found by its video rather than by its content; in our SynthAVE runs that made the summary
-  features far worse for classification than those of an untrained model.
+  candidates (InfoNCE over cosine similarities, :func:`~avpet_core.losses.info_nce`). Candidates
+  are the same modality's segment embeddings in the batch, **detached** (``detach_targets``,
+  default on): they are targets, and the stems are trained end to end only through the
+  Transformer inputs. With trainable candidates the InfoNCE gradient also reaches the stems
+  through the candidates, and the stems can take a shortcut — embeddings that encode what all
+  segments of one video share, so that the positive is found by its video rather than by its
+  content; in our SynthAVE runs that made the summary features far worse for classification than
+  those of an untrained model.
 * **correct-pair prediction** (``pair_objective="binary"``, the paper's) — in half of the batch
   each video's audio is swapped for another video's; a linear head on the two summary tokens
   predicts whether audio and video belong together (binary cross-entropy). Alternatively or in
   addition (``"contrastive"``, ``"both"``) a **batch-wide audio-visual InfoNCE**: the summary
   token of the visual Transformer and that of the audio Transformer (before fusion, so each has
   seen one modality), each through a linear projection, must find their own partner among the
-  batch's B videos, both ways (:func:`audio_visual_contrastive`).
+  batch's B videos, both ways (:func:`~avpet_core.losses.audio_visual_contrastive`).
 
 Negatives for MEP are drawn either **content-aware** — from the CNN embedding space, with
 probability proportional to ``exp(cos(target, candidate) / sampling_temperature)`` so that
@@ -42,17 +46,15 @@ on masked and swapped inputs, so the task hands the head the encoder rather than
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avpet_core.evaluation import linear_probe
-from avpet_core.models.shared_lowrank import SharedMultimodalTransformer, SharedTransformerConfig
+from avpet_core.losses import audio_visual_contrastive, info_nce
+from avpet_core.models.shared_lowrank import SharedMultimodalTransformer
 from avpet_core.tasks.base import Task
-from avpet_core.tasks.video_classification import VideoTensors, extract_features
-from avpet_core.train import TrainConfig, fit
 
 NEGATIVE_SAMPLING = ("content", "random")
 PAIR_OBJECTIVES = ("binary", "contrastive", "both")
@@ -122,18 +124,25 @@ class PretrainHeads(nn.Module):
         raise TypeError("pretraining makes no predictions: run it without a validation set")
 
 
-
-
-def sample_negatives(targets: torch.Tensor, positives: torch.Tensor, pool: torch.Tensor, k: int, mode: str,
-                     temperature: float, generator: torch.Generator, hard_fraction: float = 1.0) -> torch.Tensor:
-    """Indices ``(n, k)`` into ``pool`` ``(m, D)`` of distinct negatives for ``targets`` ``(n, D)``, never ``positives``.
+def sample_negatives(
+    targets: torch.Tensor,
+    positives: torch.Tensor,
+    pool: torch.Tensor,
+    k: int,
+    mode: str,
+    temperature: float,
+    generator: torch.Generator,
+    hard_fraction: float = 1.0,
+) -> torch.Tensor:
+    """Indices ``(n, k)`` into ``pool`` ``(m, D)`` of distinct negatives for ``targets`` ``(n, D)``,
+    never ``positives``.
 
     ``mode="content"``: ``round(k * hard_fraction)`` negatives drawn with probability
     ``∝ exp(cos(target, candidate) / temperature)`` in the (detached) CNN embedding space, the
     other ones uniformly among the candidates not yet drawn; ``mode="random"``: all uniform. The
     content-drawn negatives come first in each row.
     """
-    n, m = targets.shape[0], pool.shape[0]
+    m = pool.shape[0]
     k = min(k, m - 1)
     if mode not in NEGATIVE_SAMPLING:
         raise ValueError(f"unknown negative sampling {mode!r}")
@@ -151,37 +160,14 @@ def sample_negatives(targets: torch.Tensor, positives: torch.Tensor, pool: torch
     return torch.cat(picks, dim=1)
 
 
-def info_nce(predictions: torch.Tensor, pool: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
-             temperature: float) -> torch.Tensor:
-    """InfoNCE: each prediction must pick ``pool[positive]`` among it and ``pool[negatives]`` (cosine / T).
-
-    The cosines with the whole pool are computed first and the candidates' columns gathered from
-    them; indexing ``pool`` with the candidates instead repeats pool rows, and the backward pass of
-    that indexing (an accumulating scatter) made CPU runs with trainable targets differ from one
-    execution to the next.
-    """
-    candidates = torch.cat([positives.unsqueeze(1), negatives], dim=1)  # (n, k + 1) distinct per row
-    cosines = F.normalize(predictions, dim=-1) @ F.normalize(pool, dim=-1).T  # (n, m)
-    logits = cosines.gather(1, candidates) / temperature
-    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
-
-
-def audio_visual_contrastive(visual: torch.Tensor, audio: torch.Tensor, audio_owner: torch.Tensor,
-                             temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch-wide audio-visual InfoNCE, both ways, and its top-1 retrieval accuracy.
-
-    ``visual`` and ``audio`` ``(B, D)`` are (projected) summaries; ``audio[j]`` comes from video
-    ``audio_owner[j]`` (a permutation). Each video's visual summary must pick its own audio among the
-    batch's B audio summaries, and each audio its own video (cosine / T).
-    """
-    logits = F.normalize(visual, dim=-1) @ F.normalize(audio, dim=-1).T / temperature  # (visual i, audio j)
-    own_audio = torch.argsort(audio_owner)  # visual i's audio sits at j with audio_owner[j] == i
-    loss = 0.5 * (F.cross_entropy(logits, own_audio) + F.cross_entropy(logits.T, audio_owner))
-    return loss, (logits.argmax(1) == own_audio).float().mean().detach()
-
-
-def pretraining_losses(model: SharedMultimodalTransformer, heads: PretrainHeads, frames: torch.Tensor, audio: torch.Tensor,
-                       config: MultimodalPretrainConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def pretraining_losses(
+    model: SharedMultimodalTransformer,
+    heads: PretrainHeads,
+    frames: torch.Tensor,
+    audio: torch.Tensor,
+    config: MultimodalPretrainConfig,
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
     """The losses of one batch: MEP (visual, audio), and ``pair`` (binary) and/or ``contrastive``, with accuracies."""
     visual, sound = model.embed(frames, audio)
     b, t, d = visual.shape
@@ -206,8 +192,16 @@ def pretraining_losses(model: SharedMultimodalTransformer, heads: PretrainHeads,
         if config.detach_targets:  # candidates are targets, not a path for the stems' gradients
             pool = pool.detach()
         positives = mask.flatten().nonzero().squeeze(1)
-        negatives = sample_negatives(pool[positives].cpu(), positives.cpu(), pool.cpu(), config.num_negatives,
-                                     config.negatives, config.sampling_temperature, generator, config.hard_fraction)
+        negatives = sample_negatives(
+            pool[positives].cpu(),
+            positives.cpu(),
+            pool.cpu(),
+            config.num_negatives,
+            config.negatives,
+            config.sampling_temperature,
+            generator,
+            config.hard_fraction,
+        )
         losses[name] = info_nce(head(tokens[mask]), pool, positives, negatives.to(pool.device), config.temperature)
     total = losses["mep_visual"] + losses["mep_audio"]
     if config.pair_objective in ("binary", "both"):
@@ -220,14 +214,11 @@ def pretraining_losses(model: SharedMultimodalTransformer, heads: PretrainHeads,
             raise ValueError("the contrastive pair objective needs unimodal summaries (mid or late fusion)")
         visual_summary, audio_summary = output.unimodal_summary.split(d, dim=-1)
         losses["contrastive"], losses["contrastive_accuracy"] = audio_visual_contrastive(
-            heads.contrast_visual(visual_summary), heads.contrast_audio(audio_summary), order, config.temperature)
+            heads.contrast_visual(visual_summary), heads.contrast_audio(audio_summary), order, config.temperature
+        )
         total = total + config.pair_weight * losses["contrastive"]
     losses["total"] = total
     return losses
-
-
-PRETRAINING = TrainConfig(epochs=5, batch_size=16, adapter_lr=1e-3, head_lr=1e-3, progress=False)
-"""Offline optimisation of pretraining: 5 epochs of 256 videos (80 steps), AdamW 1e-3, warm-up and cosine."""
 
 
 class MultimodalPretrainingTask(Task):
@@ -239,45 +230,3 @@ class MultimodalPretrainingTask(Task):
 
     def features(self, model, batch: dict):
         return model
-
-
-def pretrain(model: SharedMultimodalTransformer, videos: VideoTensors,
-             objectives: MultimodalPretrainConfig = MultimodalPretrainConfig(),
-             training: TrainConfig = PRETRAINING) -> dict[str, list[float]]:
-    """Pretrain ``model`` in place (labels unused) with :func:`~avpet_core.train.fit`; returns the
-    per-step history of every loss."""
-    heads = PretrainHeads(model.config.dim, objectives, seed=training.seed)
-    fit(model, heads, MultimodalPretrainingTask(), videos, None, training)
-    return heads.history
-
-
-def seeded_model(config: SharedTransformerConfig, seed: int) -> SharedMultimodalTransformer:
-    """The model's initialisation for ``seed`` (the global RNG seeded, then the model built)."""
-    torch.manual_seed(seed)
-    return SharedMultimodalTransformer(config)
-
-
-def probe_accuracy(model: SharedMultimodalTransformer, train: VideoTensors, test: VideoTensors, seed: int = 0,
-                   device: str | torch.device = "cpu") -> float:
-    """Linear-probe test accuracy (:func:`avpet_core.evaluation.linear_probe`) on the frozen summary tokens."""
-    return linear_probe(extract_features(model, train, device=device), train.video_labels,
-                        extract_features(model, test, device=device), test.video_labels, train.num_classes, seed=seed)
-
-
-def pretraining_study(config: SharedTransformerConfig, train: VideoTensors, test: VideoTensors,
-                      runs: dict[str, dict], seeds: tuple[int, ...] | list[int], *, every_seed: tuple[str, ...],
-                      objectives: MultimodalPretrainConfig = MultimodalPretrainConfig(),
-                      training: TrainConfig = PRETRAINING, device: str | torch.device = "cpu") -> dict[str, dict[int, dict]]:
-    """Pretrain one model per run and seed, each run changing some objectives of ``objectives``, and probe it.
-
-    ``runs`` maps a run's name to its changes (``{"negatives": "random"}``); the runs named in
-    ``every_seed`` use every seed, the others the first only. Returns ``result[name][seed]`` =
-    ``{"model", "history", "probe"}`` (the pretrained model, its per-step losses, its probe accuracy).
-    """
-    result: dict[str, dict[int, dict]] = {name: {} for name in runs}
-    for name, changes in runs.items():
-        for seed in seeds if name in every_seed else list(seeds)[:1]:
-            model = seeded_model(config, seed)
-            history = pretrain(model, train, replace(objectives, **changes), replace(training, seed=seed, device=str(device)))
-            result[name][seed] = {"model": model, "history": history, "probe": probe_accuracy(model, train, test, seed, device)}
-    return result

@@ -5,8 +5,6 @@ planning and rendering of a video, and the :class:`SynthAVE` dataset (see
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from functools import partial
@@ -22,7 +20,7 @@ from avpet_core.data.synthetic.drawing import background_frames, draw_object, fi
 from avpet_core.data.synthetic.nuisance import NuisanceConfig
 from avpet_core.data.synthetic.seeds import NUM_SEGMENTS, check_split, item_seed, uniform
 from avpet_core.data.synthetic.sound import SYNTH_FBANK_MICRO, SYNTH_FBANK_VITB, synthesise_class_sound
-from avpet_core.files import ensure_writable
+from avpet_core.files import config_hash, ensure_writable
 
 SEGMENT_KINDS = ("event", "neither", "visible_silent", "audible_offscreen")
 EVENT, NEITHER, VISIBLE_SILENT, AUDIBLE_OFFSCREEN = range(4)
@@ -72,7 +70,7 @@ class SynthAVEConfig(NuisanceConfig):
 
     def key(self) -> str:
         """A short hash of every field, naming cache files."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return config_hash(self)
 
     @property
     def nuisance(self) -> NuisanceConfig:
@@ -291,7 +289,11 @@ class SynthAVE(Dataset):
     """
 
     def __init__(
-        self, config: SynthAVEConfig = SynthAVEConfig(), split: str = "train", *, cache: str | Path | None = None,
+        self,
+        config: SynthAVEConfig = SynthAVEConfig(),
+        split: str = "train",
+        *,
+        cache: str | Path | None = None,
         cache_workers: int = 0,
     ):
         check_split(split)

@@ -25,7 +25,14 @@ from avpet_core.data.music_avqa import (
     substitute_placeholders,
     type_name,
 )
-from avpet_core.data.synthetic.cache import config_key, data_cache_dir, load_split, render_items, save_split, split_cache_path
+from avpet_core.data.synthetic.cache import (
+    config_key,
+    data_cache_dir,
+    load_split,
+    render_items,
+    save_split,
+    split_cache_path,
+)
 from avpet_core.data.synthetic.classes import class_spec
 from avpet_core.data.synthetic.drawing import background_frames, draw_object, finish_frames
 from avpet_core.data.synthetic.nuisance import NuisanceConfig
@@ -354,7 +361,9 @@ class SynthAVQAMedia:
             stored = load_split(path, ("frames", "audio"), finite=("audio",))
         else:
             ensure_writable(path.parent)  # before the rendering, not after
-            videos = render_items(partial(_render_video, self.config, split), self.config.split_size(split), num_workers)
+            videos = render_items(
+                partial(_render_video, self.config, split), self.config.split_size(split), num_workers
+            )
             stored = {"frames": torch.stack([f for f, _ in videos]), "audio": torch.stack([a for _, a in videos])}
             save_split(path, stored)
         self._stored, self._stored_split, self.cache_path = stored, split, path

@@ -14,11 +14,8 @@ into memory as they are read, as before).
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from avpet_core.data.media import DatasetFormatError
-from avpet_core.files import atomic_write_bytes, cache_dir, ensure_writable
+from avpet_core.files import atomic_write_bytes, cache_dir, config_hash, ensure_writable
 from avpet_core.reproducibility import environment_key
 
 DATA_CACHE_ENV_VAR = "AVPET_DATA_CACHE"
@@ -43,8 +40,8 @@ def disk_cache_enabled() -> bool:
 
 
 def config_key(config) -> str:
-    """A short hash of every field of a (dataclass) config."""
-    return hashlib.sha256(json.dumps(asdict(config), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """A short hash of every field of a (dataclass) config (:func:`~avpet_core.files.config_hash`)."""
+    return config_hash(config)
 
 
 def split_cache_path(directory: str | Path, dataset: str, key: str, split: str) -> Path:
@@ -96,8 +93,13 @@ def render_items(make: Callable[[int], dict], count: int, num_workers: int = 0) 
     """
     if num_workers <= 0 or count < 2:
         return [make(i) for i in range(count)]
-    loader = DataLoader(_Items(make, count), batch_size=None, num_workers=min(num_workers, count),
-                        generator=torch.Generator().manual_seed(0), prefetch_factor=4)
+    loader = DataLoader(
+        _Items(make, count),
+        batch_size=None,
+        num_workers=min(num_workers, count),
+        generator=torch.Generator().manual_seed(0),
+        prefetch_factor=4,
+    )
     return list(loader)
 
 

@@ -27,16 +27,14 @@ only, not on the config.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 
-from avpet_core.data.music_avqa import QUESTION_TYPES, substitute_placeholders, tokenise
+from avpet_core.data.music_avqa import QUESTION_TYPES, substitute_placeholders
 from avpet_core.data.synthetic.ave import EVENT, NEITHER, VISIBLE_SILENT, SynthAVEConfig, plan_video
 from avpet_core.data.synthetic.avqa import (
     INSTRUMENT_CLASSES,
@@ -50,6 +48,8 @@ from avpet_core.data.synthetic.classes import MAX_CLASSES, ClassSpec, class_spec
 from avpet_core.data.synthetic.drawing import PALETTES, SHAPES, TEXTURES
 from avpet_core.data.synthetic.seeds import NUM_SEGMENTS, check_split, item_seed
 from avpet_core.data.synthetic.sound import REGISTERS_HZ, SOUND_SOURCES
+from avpet_core.data.tokens import tokenise
+from avpet_core.files import config_hash
 
 TEXT_KINDS = ("question", "ave", "avqa")
 """The three kinds of corpus text, in the order the corpus lists them."""
@@ -63,16 +63,26 @@ POSITION_PHRASES = {"left": "on the left", "middle": "in the middle", "right": "
 
 # Sentence templates; {look}, {sound}, {when}, ... are filled in by the describers below.
 AVE_SENTENCES = {
-    "event": ("a {look} sounds {sound} {when}", "{when} a {look} is seen and heard", "a {look} is seen and heard {when}"),
+    "event": (
+        "a {look} sounds {sound} {when}",
+        "{when} a {look} is seen and heard",
+        "a {look} is seen and heard {when}",
+    ),
     "visible_silent": ("a {look} is seen but silent {when}", "{when} a {look} is seen but not heard"),
-    "audible_offscreen": ("{sound} {pitch} is heard off screen {when}", "{when} {sound} {pitch} is heard but nothing is seen"),
+    "audible_offscreen": (
+        "{sound} {pitch} is heard off screen {when}",
+        "{when} {sound} {pitch} is heard but nothing is seen",
+    ),
     "neither": ("nothing is seen or heard {when}", "{when} the video is empty and quiet"),
     "summary": ("the video shows a {look} that sounds {sound} {pitch}",),
 }
 AVQA_SENTENCES = {
     "plays": ("the {instrument} {where} plays {loudness} {when}", "{when} the {instrument} {where} plays {loudness}"),
     "silent": ("the {instrument} {where} stays silent", "the {instrument} {where} never plays"),
-    "offscreen": ("a {instrument} off screen plays {loudness} {when}", "{when} a {instrument} is heard {loudness} off screen"),
+    "offscreen": (
+        "a {instrument} off screen plays {loudness} {when}",
+        "{when} a {instrument} is heard {loudness} off screen",
+    ),
     "looks": ("the {instrument} looks like a {look} and sounds like {sound} {pitch}",),
 }
 LOUDNESS_WORDS = ("quietly", "loudly")
@@ -106,7 +116,8 @@ class TextCorpusConfig:
     seed: int = 0
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """A short hash of every field (:func:`~avpet_core.files.config_hash`), naming cache files."""
+        return config_hash(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,8 +173,10 @@ def question_split(config: TextCorpusConfig = TextCorpusConfig()) -> dict[str, t
     order = torch.randperm(len(texts), generator=g).tolist()
     cut = round(config.held_out_questions * len(texts))
     held = set(order[:cut])
-    return {"train": tuple(t for i, t in enumerate(texts) if i not in held),
-            "held_out": tuple(t for i, t in enumerate(texts) if i in held)}
+    return {
+        "train": tuple(t for i, t in enumerate(texts) if i not in held),
+        "held_out": tuple(t for i, t in enumerate(texts) if i in held),
+    }
 
 
 def _runs(kinds: list[int]) -> list[tuple[int, int, int]]:
@@ -203,8 +216,11 @@ def describe_scene(scene, g: torch.Generator, looks_probability: float) -> list[
             sentences.append(_pick(AVQA_SENTENCES["plays" if source.sounds else "silent"], g).format(**fill))
         if torch.rand((), generator=g) < looks_probability:
             spec = class_spec(INSTRUMENT_CLASSES[source.instrument])
-            sentences.append(AVQA_SENTENCES["looks"][0].format(
-                instrument=instrument, look=look_phrase(spec), sound=sound_phrase(spec), pitch=pitch_phrase(spec)))
+            sentences.append(
+                AVQA_SENTENCES["looks"][0].format(
+                    instrument=instrument, look=look_phrase(spec), sound=sound_phrase(spec), pitch=pitch_phrase(spec)
+                )
+            )
     return sentences
 
 
@@ -235,9 +251,20 @@ def text_corpus(config: TextCorpusConfig = TextCorpusConfig(), split: str = "tra
 @lru_cache(maxsize=None)
 def corpus_vocabulary() -> tuple[str, ...]:
     """Every word a corpus text can contain, sorted (from the templates and every value they take)."""
-    fixed = [*question_texts(), *POSITION_PHRASES.values(), *LOUDNESS_WORDS, *WHEN_WORDS, *SEGMENT_WORDS[:NUM_SEGMENTS],
-             *PITCH_WORDS, PITCH_PHRASE, *INSTRUMENTS, *PALETTES, *SHAPES, *(TEXTURE_WORDS[t] for t in TEXTURES),
-             *(SOUND_WORDS[s] for s in SOUND_SOURCES)]
+    fixed = [
+        *question_texts(),
+        *POSITION_PHRASES.values(),
+        *LOUDNESS_WORDS,
+        *WHEN_WORDS,
+        *SEGMENT_WORDS[:NUM_SEGMENTS],
+        *PITCH_WORDS,
+        PITCH_PHRASE,
+        *INSTRUMENTS,
+        *PALETTES,
+        *SHAPES,
+        *(TEXTURE_WORDS[t] for t in TEXTURES),
+        *(SOUND_WORDS[s] for s in SOUND_SOURCES),
+    ]
     for templates in (*AVE_SENTENCES.values(), *AVQA_SENTENCES.values()):
         fixed.extend(templates)
     words = set()
