@@ -147,6 +147,33 @@ class ModalityControl(Dataset):
         return item
 
 
+def modality_controls(results, test_set: Dataset, controls: dict[str, str]) -> tuple[dict, dict]:
+    """Every trained AVEL run of a seed study (``results[name][seed]``, as
+    :func:`avpet_core.experiments.run_over_seeds` returns them) evaluated again on ``test_set`` under
+    each control (``{label: remove}``, ``remove`` one of :class:`ModalityControl`'s; ``"none"`` leaves
+    the clip intact).
+
+    Returns ``(accuracy, predictions)``: ``accuracy[f"{name}, {label}"][seed]`` the segment accuracy,
+    one row per run and control, ready for :func:`avpet_core.stats.seed_frame`; and
+    ``predictions[name, label]`` = ``(predictions, labels)`` of each run's first seed. The intact
+    accuracy of a run's other seeds is its own test accuracy (the same test split, unchanged)."""
+    accuracy: dict[str, dict[int, float]] = {}
+    predictions: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+    for name, by_seed in results.items():
+        first = next(iter(by_seed))
+        for seed, run in by_seed.items():
+            for label, remove in controls.items():
+                row = accuracy.setdefault(f"{name}, {label}", {})
+                if remove == "none" and seed != first:
+                    row[seed] = run.test["accuracy"]
+                    continue
+                predicted, labels = predict_segments(run.model, run.head, ModalityControl(test_set, remove))
+                row[seed] = (predicted == labels).float().mean().item()
+                if seed == first:
+                    predictions[name, label] = (predicted, labels)
+    return accuracy, predictions
+
+
 def accuracy_by_kind(predictions: torch.Tensor, labels: torch.Tensor, kinds: torch.Tensor) -> dict[str, float]:
     """Segment accuracy split by SynthAVE's segment kinds (``dataset.plan(i).kinds`` stacked).
 

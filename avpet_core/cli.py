@@ -3,11 +3,13 @@
     avpet --version
     avpet params   [--backbone NAME] [--adapter {avpea,lavish,houlsby,none}] [--streams {none,audio,visual,both}]
                    [--preset {ave,avqa}] [--json]  parameter counts, built without weights (nothing is downloaded)
+    avpet params   --model trimodal [--adapter {lstta,avpea,lavish,...}] [--text-encoder NAME] [--json]
+                                                   the same with a frozen language encoder (LSTTA's setting)
     avpet params   --model shared-lowrank [--json]  the shared low-rank multimodal Transformer's sharing table
     avpet train    --experiment NAME [--backbone NAME] [--pretrained | --random-weights]
                    [--data {synth,ave,music-avqa}] [--data-root DIR] [--device cpu|cuda] [--epochs N] [--seed N]
                    [--run-dir DIR] [--resume] [--json]
-    avpet reproduce {table1,table2,table4} [the same settings] [--seeds S ...] [--json]   every row of a table
+    avpet reproduce {table1,table2,table4,lstta} [the same settings] [--seeds S ...] [--json]   every row of a table
                                                    (with several seeds: the table over seeds), ours beside the paper's
     avpet pretrain [--retrain] [--json]            train-or-load the offline micro-ViT, report its accuracy
     avpet pretrain --text [--retrain] [--json]     the same for the offline micro text encoder (masked-LM)

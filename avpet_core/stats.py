@@ -134,7 +134,7 @@ def seed_frame(
     metrics: Sequence[tuple[str, str]] | None = None,
     paper: Mapping[str, object] | None = None,
     baseline: str | None = None,
-    pairs: Sequence[tuple[str, str]] = (),
+    pairs: Sequence[tuple[str, ...]] = (),
     references: Mapping[str, object] | None = None,
     compared: Sequence[str] | None = None,
     labels: Mapping[str, str] | None = None,
@@ -160,7 +160,8 @@ def seed_frame(
 
     Values are printed times ``scale`` with ``digits`` decimals; paper values as they are. A value
     of ``None`` (no question of that type) prints ``-``. ``labels`` names the rows (default: their
-    names). Display it (a notebook shows the HTML table) or print ``frame.to_string()``.
+    names); a pair ``(a, b, label)`` names its difference (default ``"a - b"``). Display it (a
+    notebook shows the HTML table) or print ``frame.to_string()``.
     """
     import pandas as pd
 
@@ -249,8 +250,9 @@ def seed_frame(
         for name in rows:
             if name != baseline:
                 paired(f"minus {label(baseline)}", label(name), name, baseline)
-    for a, b in pairs:
-        paired("paired", f"{label(a)} - {label(b)}", a, b)
+    for pair in pairs:
+        a, b = pair[0], pair[1]
+        paired("paired", pair[2] if len(pair) > 2 else f"{label(a)} - {label(b)}", a, b)
     for reference, values in references.items():
         for name, by_seed in rows.items():
             if compared is not None and name not in compared:

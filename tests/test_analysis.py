@@ -135,3 +135,20 @@ def test_accuracy_by_kind_splits_the_segments_by_their_ground_truth(splits):
         accuracy_by_kind(always_background[:1], labels, kinds)
     with pytest.raises(ValueError, match="no ground-truth segment kinds"):
         segment_kinds([1, 2])
+
+
+def test_modality_controls_rows_and_first_seed_predictions(splits):
+    """One row per run and control; the intact accuracy of later seeds is the run's own test accuracy."""
+    from avpet_core.analysis import modality_controls
+
+    class Run:
+        def __init__(self, model, head, accuracy):
+            self.model, self.head, self.test = model, head, {"accuracy": accuracy}
+
+    test_set = splits[1]
+    model, head = model_and_head()
+    results = {"row": {0: Run(model, head, 0.123), 1: Run(model, head, 0.456)}}
+    accuracy, predictions = modality_controls(results, test_set, {"intact": "none", "silent": "silence"})
+    assert set(accuracy) == {"row, intact", "row, silent"} and accuracy["row, intact"][1] == 0.456
+    assert accuracy["row, silent"][0] == accuracy["row, silent"][1]  # the same model, evaluated twice
+    assert set(predictions) == {("row", "intact"), ("row", "silent")}

@@ -31,7 +31,7 @@ from avpet_core.models.shared_lowrank import SharedMultimodalTransformer, Shared
 from avpet_core.models.stems import StemConfig
 from avpet_core.profiles import OFFLINE
 from avpet_core.tasks import TASKS, DataRequest, Task, get_task
-from avpet_core.tasks.video_classification import load_videos
+from avpet_core.data import load_videos
 from avpet_core.train import TrainConfig
 
 TINY_AVE = SynthAVEConfig(num_videos=4, num_eval_videos=2, num_test_videos=2)
@@ -66,6 +66,22 @@ TINY_SHARED = SharedTransformerConfig(
 
 def test_every_head_has_a_case():
     assert set(HEAD_CASES) == set(HEADS)
+
+
+def test_the_pretraining_task_trains_its_own_head():
+    """The one task without a registered head: its head runs the encoder itself and only trains."""
+    from avpet_core.tasks.multimodal_pretraining import PretrainHeads
+
+    task, train = get_task("multimodal-pretraining"), load_videos(TINY_AVE, "train", count=4)
+    torch.manual_seed(0)
+    model, heads = SharedMultimodalTransformer(TINY_SHARED), PretrainHeads(TINY_SHARED.dim)
+    batch = default_collate([train[i] for i in range(4)])
+    loss = heads.loss(heads(task.features(model, batch), batch), batch)
+    assert loss.ndim == 0 and torch.isfinite(loss) and task.metric in heads.history
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    with pytest.raises(TypeError, match="no predictions"):
+        heads.predict(None)
 
 
 def test_every_task_with_a_head_is_registered():

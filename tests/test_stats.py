@@ -103,3 +103,9 @@ def test_seed_frame_several_metrics_and_missing_values():
     assert frame.loc[("rows", "b", "paper"), "X"] == "70.00" and frame.loc[("rows", "b", "paper"), "Y"] == "-"
     assert frame.loc[("minus a", "b", "verdict"), "X"] == "above 0"
     assert frame.loc[("minus a", "b", "verdict"), "Y"] == "-"
+
+
+def test_seed_frame_names_a_pair():
+    rows = {"a": {0: 0.5, 1: 0.6}, "b": {0: 0.4, 1: 0.45}}
+    frame = stats.seed_frame(rows, pairs=[("a", "b", "a drop")], title="t")
+    assert ("paired", "a drop") in frame.index

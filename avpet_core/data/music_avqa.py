@@ -49,7 +49,6 @@ from avpet_core.data.media import DatasetFormatError
 # PAD_ID and tokenise are also imported from here, by heads/avqa.py and tests/test_text_encoders.py
 from avpet_core.data.tokens import PAD_ID, PAD_TOKEN, UNK_ID, UNK_TOKEN, tokenise
 from avpet_core.data.video_folder import MediaSource
-from avpet_core.data.video_folder import VideoFolderMedia  # noqa: F401  # re-exported for tasks/avqa.py
 
 QUESTION_TYPES: tuple[tuple[str, str], ...] = (
     ("Audio", "Counting"),

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from avpet_core.data.music_avqa import GROUPS, QUESTION_TYPES, MusicAVQA, VideoFolderMedia, accuracy_by_type, type_name
+from avpet_core.data.music_avqa import GROUPS, QUESTION_TYPES, MusicAVQA, accuracy_by_type, type_name
+from avpet_core.data.video_folder import VideoFolderMedia
 from avpet_core.data.synthetic import SynthAVQA, SynthAVQAConfig
 from avpet_core.tasks.base import DataRequest, TableRow, Task, TaskError, require
 

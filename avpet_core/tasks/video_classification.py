@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 
-from avpet_core.data.video_tensors import load_videos  # noqa: F401  # re-exported for tests/test_registries.py
 from avpet_core.evaluation import accuracy
 from avpet_core.tasks.base import Task
 
