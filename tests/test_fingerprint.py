@@ -141,8 +141,8 @@ def test_mkl_and_onednn_pins_take_effect():
     assert "isa:Intel AVX2" in out and "avx512" not in out.lower(), "oneDNN is not capped at AVX2"
 
 
-def test_avpet_restarts_itself_with_the_pins():
-    environ = _without(*PINS)
+def _avpet_env(environ: dict) -> dict:
+    """What ``avpet env --json`` reports when started with ``environ``."""
     done = subprocess.run(
         [sys.executable, "-m", "avpet_core.cli", "env", "--json"],
         env=environ,
@@ -151,21 +151,16 @@ def test_avpet_restarts_itself_with_the_pins():
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    env = json.loads(done.stdout)["environment"]
+    return json.loads(done.stdout)["environment"]
+
+
+def test_avpet_restarts_itself_with_the_pins():
+    env = _avpet_env(_without(*PINS))
     assert env["pinned"] and env["cpu_capability"] == "AVX2" and env["threads"] == 1, env
 
 
 def test_avpet_keeps_the_machine_code_paths_when_asked():
-    environ = {**_without(*PINS), UNPINNED_ENV_VAR: "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "avpet_core.cli", "env", "--json"],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["environment"]["mkl_cbwr"] is None
+    assert _avpet_env({**_without(*PINS), UNPINNED_ENV_VAR: "1"})["mkl_cbwr"] is None
 
 
 def test_makefile_exports_the_same_pins_as_the_library():
