@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from avpet_core.audio import FbankConfig, audio_to_image
 from avpet_core.data.synthetic import SEGMENT_KINDS
 from avpet_core.evaluation import predict
+from avpet_core.models.frozen_tokens import run_streams, with_frozen_tokens
 
 
 def adapter_gates(model: nn.Module) -> dict[tuple[str, str, str], torch.Tensor]:
@@ -76,13 +77,17 @@ class GateRecorder:
 
 
 def predict_segments(
-    model: nn.Module, head: nn.Module, dataset: Dataset, *, batch_size: int = 32
+    model: nn.Module, head: nn.Module, dataset: Dataset, *, batch_size: int = 32, frozen_tokens: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(predictions, labels)``, each ``(videos, T)``, of an AVEL model over a whole dataset
-    (one :func:`avpet_core.evaluation.predict` pass, in the dataset's order, eval mode)."""
+    (one :func:`avpet_core.evaluation.predict` pass, in the dataset's order, eval mode). With
+    ``frozen_tokens`` the model's streams without adapters are read from
+    :func:`~avpet_core.models.frozen_tokens.with_frozen_tokens` (computed once per dataset)."""
     device = next(head.parameters()).device
+    if frozen_tokens:
+        dataset = with_frozen_tokens(model, dataset)
     predictions, batches = predict(
-        lambda batch: head.predict(head(model(batch["frames"], batch["audio"]), batch)),
+        lambda batch: head.predict(head(run_streams(model, batch), batch)),
         (model, head),
         dataset,
         batch_size=batch_size,
@@ -159,6 +164,8 @@ def modality_controls(results, test_set: Dataset, controls: dict[str, str]) -> t
     accuracy of a run's other seeds is its own test accuracy (the same test split, unchanged)."""
     accuracy: dict[str, dict[int, float]] = {}
     predictions: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+    controlled = {remove: ModalityControl(test_set, remove) for remove in controls.values()}  # one per control:
+    # the frozen streams' tokens under it are computed once for every run (avpet_core.models.frozen_tokens)
     for name, by_seed in results.items():
         first = next(iter(by_seed))
         for seed, run in by_seed.items():
@@ -167,7 +174,7 @@ def modality_controls(results, test_set: Dataset, controls: dict[str, str]) -> t
                 if remove == "none" and seed != first:
                     row[seed] = run.test["accuracy"]
                     continue
-                predicted, labels = predict_segments(run.model, run.head, ModalityControl(test_set, remove))
+                predicted, labels = predict_segments(run.model, run.head, controlled[remove])
                 row[seed] = (predicted == labels).float().mean().item()
                 if seed == first:
                     predictions[name, label] = (predicted, labels)

@@ -51,15 +51,15 @@ def predict(
 ) -> tuple[torch.Tensor, list[dict]]:
     """``(predictions, batches)`` of ``forward(batch)`` over the whole ``dataset``, in its order.
 
-    ``modules`` are put in eval mode; nothing records gradients. ``batches`` are the collated
-    batches without the keys in ``drop`` (the media), for the metrics. ``predictions`` are gathered
-    by :func:`gather_predictions`.
+    ``modules`` are put in eval mode; it runs in inference mode (no gradients, no version counters).
+    ``batches`` are the collated batches without the keys in ``drop`` (the media), for the metrics.
+    ``predictions`` are gathered by :func:`gather_predictions`.
     """
     device = torch.device(device)
     for module in modules:
         module.eval()
     predictions, kept = [], []
-    with torch.no_grad(), autocast_for(device, bf16):
+    with torch.inference_mode(), autocast_for(device, bf16):
         for batch in batches_of(dataset, range(len(dataset)), batch_size):
             out = forward(to_device(batch, device))
             predictions.append(out.cpu() if isinstance(out, torch.Tensor) else out)

@@ -53,6 +53,7 @@ from avpet_core.data.synthetic import SYNTH_FBANK_MICRO, SynthAVEConfig, SynthAV
 from avpet_core.data.synthetic.cache import use_disk_cache
 from avpet_core.heads import build_head, heads_for
 from avpet_core.models import build_dual_stream, build_trimodal
+from avpet_core.models.frozen_tokens import with_frozen_tokens
 from avpet_core.params import count_trained
 from avpet_core.profiles import Profile, profile_for
 from avpet_core.tasks import TASKS, Task, TaskError, get_task
@@ -435,6 +436,7 @@ def run_experiment(
     resume: bool = False,
     splits: tuple | None = None,
     observer: Callable[[nn.Module], Callable[[int, int, float], None]] | None = None,
+    frozen_tokens: bool = True,
 ) -> ExperimentResult:
     """Train one row and evaluate its best epoch on the test split.
 
@@ -443,7 +445,8 @@ def run_experiment(
     ``observer`` is called with the built model and returns the ``on_step`` callback of
     :func:`~avpet_core.train.fit` (e.g. :class:`avpet_core.analysis.GateRecorder`); it comes back as
     ``result.observer``. The trained model and head (best epoch) come back as ``result.model`` and
-    ``result.head``.
+    ``result.head``. With ``frozen_tokens`` (the default) the streams that carry no adapter are computed
+    once per split and read from memory (:mod:`avpet_core.models.frozen_tokens`; the same numbers).
     """
     wall, cpu = time.perf_counter(), time.process_time()
     experiment = get_experiment(experiment) if isinstance(experiment, str) else experiment
@@ -454,14 +457,18 @@ def run_experiment(
     model, head = build(experiment, settings, task.head_sizes(train_set))
     training = training_config(experiment, settings)
     on_step = observer(model) if observer is not None else None
+    if frozen_tokens:
+        train_run, val_run, test_run = (with_frozen_tokens(model, split) for split in (train_set, val_set, test_set))
+    else:
+        train_run, val_run, test_run = train_set, val_set, test_set
     with tempfile.TemporaryDirectory(prefix="avpet-run-") as scratch:
         directory = Path(run_dir) if run_dir is not None else Path(scratch)
         result = fit(
             model,
             head,
             task,
-            train_set,
-            val_set,
+            train_run,
+            val_run,
             training,
             directory,
             resume=resume,
@@ -471,7 +478,7 @@ def run_experiment(
         if distributed_context()[0] != 0:  # under torchrun only rank 0 wrote the checkpoints and reports
             return ExperimentResult(experiment, settings, result)
         load_trained(directory / "best", model, head)
-    test = evaluate(model, head, task, test_set, training)
+    test = evaluate(model, head, task, test_run, training)
     counts = count_trained(model, head)
     return ExperimentResult(
         experiment,

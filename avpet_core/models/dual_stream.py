@@ -39,6 +39,7 @@ from avpet_core.backbones.inspection import embed_tokens
 from avpet_core.models.base import PLACEMENTS, STREAMS, FrozenEncodersModel, check_placement
 
 OTHER_STREAM = {"visual": "audio", "audio": "visual"}
+MEDIA_NAMES = {"visual": "frames", "audio": "audio"}
 
 BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
 
@@ -108,10 +109,23 @@ class DualStreamOutput(StreamCLS):
     block_inputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
+SITES = ("attn", "mlp")
+"""The two sublayers of a block, in order: where sublayer adapters sit."""
+
+
+def frozen_sublayer(block: nn.Module, site: str, x: torch.Tensor) -> torch.Tensor:
+    """One pre-norm sublayer of a timm ``Block`` with its residual: ``X + MSA(X)`` at ``"attn"``,
+    ``Y + FFN(Y)`` at ``"mlp"`` (layer scale and drop path as timm applies them)."""
+    if site == "attn":
+        return x + block.drop_path1(block.ls1(block.attn(block.norm1(x))))
+    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+
+
 def streams_block_step(
     block: nn.Module | Mapping[str, nn.Module],
     tokens: Mapping[str, torch.Tensor],
     adapter_at: Callable[[str, str], SublayerAdapter | None],
+    fixed: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Advance every stream through one pre-norm timm ``Block``, with the adapters of each stream.
 
@@ -121,18 +135,18 @@ def streams_block_step(
 
         Y^m = X^m + MSA(X^m) + A^m_attn(X^m, {others: X})
         X^m = Y^m + FFN(Y^m) + A^m_mlp(Y^m, {others: Y})
+
+    ``fixed[stream][site]``: the input at ``site`` of a frozen stream computed beforehand
+    (:mod:`avpet_core.models.frozen_tokens`); such a stream is read by the others' adapters, not
+    advanced, and is not in the result.
     """
+    fixed = fixed or {}
     blocks = block if isinstance(block, Mapping) else {stream: block for stream in tokens}
 
-    def sublayer(site: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {}
-        for stream, x in inputs.items():
-            blk = blocks[stream]
-            if site == "attn":
-                out[stream] = x + blk.drop_path1(blk.ls1(blk.attn(blk.norm1(x))))
-            else:
-                out[stream] = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
-        for stream, x in inputs.items():
+    def sublayer(site: str, live: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        inputs = {**live, **{stream: sites[site] for stream, sites in fixed.items() if site in sites}}
+        out = {stream: frozen_sublayer(blocks[stream], site, x) for stream, x in live.items()}
+        for stream, x in live.items():
             adapter = adapter_at(stream, site)
             if adapter is not None:
                 out[stream] = out[stream] + adapter(x, {other: y for other, y in inputs.items() if other != stream})
@@ -233,57 +247,124 @@ class DualStreamViT(FrozenEncodersModel):
 
     def block_step(self, index: int, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Advance both streams through block ``index`` (the four lines of the module docstring)."""
-        out = streams_block_step(
-            self.backbone.blocks[index],
-            {"visual": visual, "audio": audio},
-            lambda stream, site: self.adapter(stream, index, site),
-        )
+        out = self.advance(index, {"visual": visual, "audio": audio})
         return out["visual"], out["audio"]
 
+    def advance(
+        self, index: int, live: dict[str, torch.Tensor], fixed: Mapping[str, Mapping[str, torch.Tensor]] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Advance the ``live`` streams through block ``index``; ``fixed`` streams are read, not advanced."""
+        return streams_block_step(
+            self.backbone.blocks[index], live, lambda stream, site: self.adapter(stream, index, site), fixed
+        )
+
+    # -- frozen streams, computed once (avpet_core.models.frozen_tokens) ------------------------
+    def frozen_stream_names(self) -> tuple[str, ...]:
+        """The streams that carry no adapter: the frozen ViT on their own input."""
+        return tuple(stream for stream in STREAMS if stream not in self.config.adapted_streams)
+
+    def read_sites(self) -> tuple[str, ...]:
+        """The sites (of :data:`SITES`, in order) where adapters read the other stream's tokens."""
+        adapter = self.config.adapter
+        used = adapter.sites if adapter is not None and self.config.adapted_streams else ()
+        return tuple(site for site in SITES if site in used)
+
+    def frozen_stream(self, stream: str, images: torch.Tensor) -> torch.Tensor:
+        """``(B, K, N, D)``: a frozen stream's tokens on ``(B, 3, H, W)`` images, what the rest of the model
+        reads of it: its input at every :meth:`read_sites` site of every block, then its final tokens."""
+        if stream == "visual" and self.config.normalise_frames:
+            images = normalise_images(images, self.backbone)
+        x, kept, sites = self.embed(images), [], self.read_sites()
+        for block in self.backbone.blocks:
+            for site in SITES:
+                if site in sites:
+                    kept.append(x)
+                x = frozen_sublayer(block, site, x)
+        kept.append(self.backbone.norm(x))
+        return torch.stack(kept, dim=1)
+
     def forward(
-        self, frames: torch.Tensor, audio: torch.Tensor, *, keep_block_inputs: bool = False
+        self,
+        frames: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        *,
+        frozen: Mapping[str, torch.Tensor] | None = None,
+        keep_block_inputs: bool = False,
     ) -> DualStreamOutput:
         """Run both streams.
 
         Args:
             frames: ``(*lead, 3, H, W)`` RGB frames in ``[0, 1]``.
             audio: ``(*lead, 3, mel, time)`` normalised spectrogram images (same ``lead``).
-            keep_block_inputs: also return every block's input tokens.
+            frozen: ``{stream: (*lead, K, N, D)}``, the tokens of a stream without adapters computed
+                beforehand by :meth:`frozen_stream` (:mod:`avpet_core.models.frozen_tokens`); that
+                stream's media are then not needed. The result is the same as without them.
+            keep_block_inputs: also return every block's input tokens (not with ``frozen``).
         """
-        lead = self._check_inputs(frames, audio)
-        if self.config.normalise_frames:
-            frames = normalise_images(frames, self.backbone)
-        visual = self.embed(frames.reshape(-1, *frames.shape[-3:]))
-        sound = self.embed(audio.reshape(-1, *audio.shape[-3:]))
+        frozen = dict(frozen or {})
+        media = {"visual": frames, "audio": audio}
+        lead = self._check_inputs(media, frozen)
+        if keep_block_inputs and frozen:
+            raise DualStreamError("keep_block_inputs needs both streams computed here, not frozen tokens")
+        live = {}
+        for stream, x in media.items():
+            if stream in frozen:
+                continue
+            if stream == "visual" and self.config.normalise_frames:
+                x = normalise_images(x, self.backbone)
+            live[stream] = self.embed(x.reshape(-1, *x.shape[-3:]))
+        given = {stream: tokens.reshape(-1, *tokens.shape[-3:]) for stream, tokens in frozen.items()}
+        sites = self.read_sites()
         kept = [] if keep_block_inputs else None
         recompute = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for index in range(self.depth):
             if kept is not None:
-                kept.append((visual, sound))
+                kept.append((live["visual"], live["audio"]))
+            fixed = {
+                stream: {site: tokens[:, index * len(sites) + j] for j, site in enumerate(sites)}
+                for stream, tokens in given.items()
+            }
             if recompute:
-                visual, sound = checkpoint(self.block_step, index, visual, sound, use_reentrant=False)
+                live = checkpoint(self.advance, index, live, fixed, use_reentrant=False)
             else:
-                visual, sound = self.block_step(index, visual, sound)
-        visual, sound = self.backbone.norm(visual), self.backbone.norm(sound)
+                live = self.advance(index, live, fixed)
+        final = {stream: self.backbone.norm(x) for stream, x in live.items()}
+        final.update({stream: tokens[:, -1] for stream, tokens in given.items()})
         return DualStreamOutput(
-            visual_tokens=visual.reshape(*lead, *visual.shape[1:]),
-            audio_tokens=sound.reshape(*lead, *sound.shape[1:]),
+            visual_tokens=final["visual"].reshape(*lead, *final["visual"].shape[1:]),
+            audio_tokens=final["audio"].reshape(*lead, *final["audio"].shape[1:]),
             block_inputs=kept,
         )
 
-    def _check_inputs(self, frames: torch.Tensor, audio: torch.Tensor) -> tuple[int, ...]:
-        for name, x in (("frames", frames), ("audio", audio)):
+    def _check_inputs(self, media: Mapping[str, torch.Tensor | None], frozen: Mapping[str, torch.Tensor]) -> tuple:
+        leads = {}
+        for stream, x in media.items():
+            if stream in frozen:
+                if stream in self.config.adapted_streams:
+                    raise DualStreamError(f"the {stream} stream carries adapters: its tokens cannot be given frozen")
+                k = len(self.read_sites()) * self.depth + 1
+                if (
+                    not isinstance(frozen[stream], torch.Tensor)
+                    or frozen[stream].ndim < 3
+                    or frozen[stream].shape[-3] != k
+                ):
+                    shape = tuple(getattr(frozen[stream], "shape", ()))
+                    raise DualStreamError(f"frozen {stream} tokens must be (..., {k}, tokens, dim), got {shape}")
+                leads[stream] = tuple(frozen[stream].shape[:-3])
+                continue
+            name = MEDIA_NAMES[stream]
             if not isinstance(x, torch.Tensor) or x.ndim < 4 or x.shape[-3] != 3:
                 shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
                 raise DualStreamError(f"{name} must be a tensor (..., 3, height, width), got {shape}")
             if not x.is_floating_point():
                 raise DualStreamError(f"{name} must be floating point, got {x.dtype}")
-        if frames.shape[:-3] != audio.shape[:-3]:
+            leads[stream] = tuple(x.shape[:-3])
+        if leads["visual"] != leads["audio"]:
             raise DualStreamError(
-                f"frames {tuple(frames.shape)} and audio {tuple(audio.shape)} must share their leading "
+                f"frames {leads['visual']} and audio {leads['audio']} must share their leading "
                 f"(batch, segment) dimensions"
             )
-        return tuple(frames.shape[:-3])
+        return leads["visual"]
 
 
 def build_dual_stream(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 
+from avpet_core.models.frozen_tokens import FROZEN_KEYS, run_streams
 from avpet_core.profiles import OFFLINE, PAPER, Profile
 
 
@@ -77,14 +78,14 @@ class Task:
 
     name: str = ""
     metric: str = "accuracy"  # the metric that picks the best epoch (higher is better) and heads a row
-    inputs: tuple[str, ...] = ("frames", "audio")  # batch keys the model reads (dropped before the metrics)
+    inputs: tuple[str, ...] = ("frames", "audio", *FROZEN_KEYS)  # batch keys the model reads (not kept for the metrics)
     synthetic: str = ""  # the name of the offline data set, for printed tables
     data_kinds: tuple[str, ...] = ()  # the DataRequest.kind values the task reads
 
     # -- the loop's part ------------------------------------------------------------------------
     def features(self, model, batch: dict):
-        """Run the model on a batch's inputs."""
-        return model(batch["frames"], batch["audio"])
+        """Run the model on a batch's inputs (with the tokens of its frozen streams where the batch has them)."""
+        return run_streams(model, batch)
 
     def metrics(self, predictions, batches: list[dict]) -> dict:
         """The metrics of an evaluation pass: ``predictions`` as :func:`avpet_core.evaluation.predict`
