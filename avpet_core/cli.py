@@ -355,7 +355,7 @@ def _reproduce(args: argparse.Namespace) -> dict:
         print(format_table([study[name][args.seeds[0]] for name in names]))
         if len(args.seeds) > 1:
             print()
-            print(seed_table(study, baseline=names[0]).to_string())
+            print(seed_table(study, baseline=names[0], power=0.8).to_string())
     return {
         "table": args.table,
         "seeds": list(dict.fromkeys(args.seeds)),

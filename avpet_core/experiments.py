@@ -574,6 +574,7 @@ def seed_table(
     references: Mapping | None = None,
     compared: tuple[str, ...] | list | None = None,
     seeds_shown: bool = True,
+    power: float | None = None,
 ):
     """A seed study's test results (``results[name][seed]``, from :func:`run_over_seeds`) as
     :func:`avpet_core.stats.seed_frame`: the paper's numbers beside ours, paired differences from
@@ -582,7 +583,8 @@ def seed_table(
     verdict; rows labelled by their last name part.
 
     One ``metric`` (default: the task's), or several: ``metrics`` as ``(column label, key)`` pairs,
-    with the paper's ``paper_columns`` beside them (Table 2's groups). A pandas DataFrame.
+    with the paper's ``paper_columns`` beside them (Table 2's groups). ``power`` adds the power statement
+    of every difference not separated (:func:`avpet_core.stats.detectable_difference`). A pandas DataFrame.
     """
     from avpet_core.stats import seed_frame
 
@@ -601,6 +603,7 @@ def seed_table(
             seeds_shown=seeds_shown,
             references={k: v[metric] for k, v in (references or {}).items()},
             compared=compared,
+            power=power,
         )
     values = {name: {seed: run.test for seed, run in by_seed.items()} for name, by_seed in results.items()}
     paper = {name: dict(get_experiment(name).paper_columns) for name in results}
@@ -614,6 +617,7 @@ def seed_table(
         compared=compared,
         labels=labels,
         seeds_shown=seeds_shown,
+        power=power,
     )
 
 

@@ -111,6 +111,40 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> Int
     return mean_interval([float(v) - float(b) for v, b in zip(values, baseline)])
 
 
+def detectable_difference(differences: Sequence[float], power: float = 0.8) -> float:
+    """The power statement of a paired study: the smallest true mean difference that ``len(differences)``
+    paired seeds at their observed spread would separate from zero (:func:`verdict`, the two-sided 95%
+    interval of :func:`mean_interval`) with probability ``power``.
+
+    The studentised mean of ``n`` paired differences with true mean ``delta`` and standard deviation
+    ``sd`` follows a noncentral t with ``n - 1`` degrees of freedom and noncentrality
+    ``delta * sqrt(n) / sd``; the answer is the ``delta`` at which it exceeds the interval's quantile
+    (in either direction) with probability ``power`` (``scipy.stats.nct``). The observed ``sd`` stands in
+    for the true one, as it does in the interval. A difference smaller than this may well exist; the
+    study could not have been expected to see it.
+    """
+    from scipy import optimize, stats as scipy_stats
+
+    values = [float(v) for v in differences]
+    n = len(values)
+    if n < 2:
+        raise ValueError(f"a power statement needs at least 2 paired values, got {n}")
+    if not 0 < power < 1:
+        raise ValueError(f"power must lie in (0, 1), got {power}")
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    if sd == 0:
+        return 0.0
+    df, critical = n - 1, t_quantile_975(n - 1)
+
+    def shortfall(delta: float) -> float:
+        noncentrality = delta * math.sqrt(n) / sd
+        wrong_side = scipy_stats.nct.cdf(-critical, df, noncentrality)  # NaN where it underflows: 0
+        return scipy_stats.nct.sf(critical, df, noncentrality) + (0.0 if math.isnan(wrong_side) else wrong_side) - power
+
+    return float(optimize.brentq(shortfall, 0.0, 20.0 * sd / math.sqrt(n)))  # noncentrality 20: certain
+
+
 def binomial_standard_error(accuracy: float, n: int) -> float:
     """Standard error of an accuracy measured on ``n`` independent items: the evaluation's own noise."""
     return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)
@@ -142,6 +176,7 @@ def seed_frame(
     seeds_shown: bool = True,
     scale: float = 100.0,
     digits: int = 1,
+    power: float | None = None,
 ) -> "pandas.DataFrame":
     """A seed study as one table: every row's seeds, their mean ± 95% interval and the paper's number;
     then each row minus ``baseline`` and each ``(a, b)`` of ``pairs``, paired seed by seed, and each row
@@ -162,6 +197,10 @@ def seed_frame(
     of ``None`` (no question of that type) prints ``-``. ``labels`` names the rows (default: their
     names); a pair ``(a, b, label)`` names its difference (default ``"a - b"``). Display it (a
     notebook shows the HTML table) or print ``frame.to_string()``.
+
+    ``power`` (e.g. ``0.8``) adds a power statement to every difference that is not separated: the
+    column (one metric) or line (several) ``detectable (80%)``, the smallest true difference this many
+    seeds at this spread would have separated with that probability (:func:`detectable_difference`).
     """
     import pandas as pd
 
@@ -206,8 +245,17 @@ def seed_frame(
             }
         if judged:
             lines["verdict"] = {k: verdict(intervals[k]) if intervals[k] is not None else "-" for k in keys}
+        if judged and power is not None:
+            lines[detectable] = {k: power_statement(per_seed, k, intervals[k]) for k in keys}
         for line, values in lines.items():
             records.append({"group": group, "row": row, "line": line, **values})
+
+    detectable = f"detectable ({100 * power:.0f}%)" if power is not None else ""
+
+    def power_statement(per_seed, key, interval: Interval | None) -> str:
+        if interval is None or verdict(interval) != "not separated":
+            return ""
+        return f"±{detectable_difference([v[key] for v in per_seed.values()], power) * scale:.{digits}f}"
 
     def own_interval(by_seed, key) -> Interval | None:
         values = [v.get(key) for v in by_seed.values()]
@@ -266,7 +314,8 @@ def seed_frame(
     frame = pd.DataFrame(records)
     if single:
         wide = frame.pivot_table(index=["group", "row"], columns="line", values=title, aggfunc="first", sort=False)
-        columns = [c for c in [*(f"seed {s}" for s in seeds), "mean ± 95%", "paper", "verdict"] if c in wide.columns]
+        shown = [*(f"seed {s}" for s in seeds), "mean ± 95%", "paper", "verdict", detectable]
+        columns = [c for c in shown if c and c in wide.columns]
         wide = wide[columns].fillna("")
         wide.columns.name = None
         return wide
