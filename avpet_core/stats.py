@@ -92,14 +92,19 @@ class Interval:
         return f"{self.mean * scale:{sign}.{digits}f} ± {self.half_width * scale:.{digits}f}"
 
 
-def mean_interval(values: Sequence[float]) -> Interval:
-    """Mean and 95% t interval of independent values (e.g. one per seed)."""
+def _mean_sd(values: Sequence[float], needs: str) -> tuple[float, float, int]:
+    """``(mean, sample standard deviation, n)`` of at least two values (``needs`` names who asks)."""
     values = [float(v) for v in values]
     n = len(values)
     if n < 2:
-        raise ValueError(f"an interval needs at least 2 values, got {n}")
+        raise ValueError(f"{needs} needs at least 2 values, got {n}")
     mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)), n
+
+
+def mean_interval(values: Sequence[float]) -> Interval:
+    """Mean and 95% t interval of independent values (e.g. one per seed)."""
+    mean, sd, n = _mean_sd(values, "an interval")
     half = t_quantile_975(n - 1) * sd / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n)
 
@@ -125,14 +130,9 @@ def detectable_difference(differences: Sequence[float], power: float = 0.8) -> f
     """
     from scipy import optimize, stats as scipy_stats
 
-    values = [float(v) for v in differences]
-    n = len(values)
-    if n < 2:
-        raise ValueError(f"a power statement needs at least 2 paired values, got {n}")
     if not 0 < power < 1:
         raise ValueError(f"power must lie in (0, 1), got {power}")
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    _, sd, n = _mean_sd(differences, "a power statement")
     if sd == 0:
         return 0.0
     df, critical = n - 1, t_quantile_975(n - 1)

@@ -245,6 +245,13 @@ class DualStreamViT(FrozenEncodersModel):
         (:func:`~avpet_core.backbones.inspection.embed_tokens`)."""
         return embed_tokens(self.backbone, images)
 
+    def embed_stream(self, stream: str, images: torch.Tensor) -> torch.Tensor:
+        """A stream's ``(*lead, 3, H, W)`` media as ``(B*, 1+N, D)`` tokens: frames normalised with the
+        backbone's mean and std first (``normalise_frames``), spectrograms as they come."""
+        if stream == "visual" and self.config.normalise_frames:
+            images = normalise_images(images, self.backbone)
+        return self.embed(images.reshape(-1, *images.shape[-3:]))
+
     def block_step(self, index: int, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Advance both streams through block ``index`` (the four lines of the module docstring)."""
         out = self.advance(index, {"visual": visual, "audio": audio})
@@ -272,9 +279,7 @@ class DualStreamViT(FrozenEncodersModel):
     def frozen_stream(self, stream: str, images: torch.Tensor) -> torch.Tensor:
         """``(B, K, N, D)``: a frozen stream's tokens on ``(B, 3, H, W)`` images, what the rest of the model
         reads of it: its input at every :meth:`read_sites` site of every block, then its final tokens."""
-        if stream == "visual" and self.config.normalise_frames:
-            images = normalise_images(images, self.backbone)
-        x, kept, sites = self.embed(images), [], self.read_sites()
+        x, kept, sites = self.embed_stream(stream, images), [], self.read_sites()
         for block in self.backbone.blocks:
             for site in SITES:
                 if site in sites:
@@ -306,13 +311,7 @@ class DualStreamViT(FrozenEncodersModel):
         lead = self._check_inputs(media, frozen)
         if keep_block_inputs and frozen:
             raise DualStreamError("keep_block_inputs needs both streams computed here, not frozen tokens")
-        live = {}
-        for stream, x in media.items():
-            if stream in frozen:
-                continue
-            if stream == "visual" and self.config.normalise_frames:
-                x = normalise_images(x, self.backbone)
-            live[stream] = self.embed(x.reshape(-1, *x.shape[-3:]))
+        live = {stream: self.embed_stream(stream, x) for stream, x in media.items() if stream not in frozen}
         given = {stream: tokens.reshape(-1, *tokens.shape[-3:]) for stream, tokens in frozen.items()}
         sites = self.read_sites()
         kept = [] if keep_block_inputs else None

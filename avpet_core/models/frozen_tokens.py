@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from avpet_core.evaluation import batches_of
 from avpet_core.models.base import STREAMS
-from avpet_core.models.dual_stream import MEDIA_NAMES as MEDIA
+from avpet_core.models.dual_stream import MEDIA_NAMES
 
 _MEMO: "weakref.WeakKeyDictionary[Dataset, dict]" = weakref.WeakKeyDictionary()
 
@@ -70,7 +70,7 @@ def stream_tokens(model, dataset: Dataset, stream: str, *, batch_size: int = 64)
     (see the module docstring for ``K``). ``model`` must carry no adapter in ``stream``."""
     if stream in model.config.adapted_streams:
         raise ValueError(f"the {stream} stream carries adapters; only a frozen stream can be computed once")
-    key = MEDIA[stream]
+    key = MEDIA_NAMES[stream]
     was_training = model.training
     model.eval()
     try:
@@ -106,7 +106,7 @@ class FrozenTokens(Dataset):
     def __getitem__(self, index: int) -> dict:
         item = dict(self.dataset[index])
         for stream, values in self.tokens.items():
-            item.pop(MEDIA[stream], None)
+            item.pop(MEDIA_NAMES[stream], None)
             item[frozen_key(stream)] = values[index]
         return item
 
